@@ -1,0 +1,1 @@
+# Label generation entry points (csrc/labels.hpp) are declared here.

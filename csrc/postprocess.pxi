@@ -1,0 +1,1 @@
+# Post-processing entry points (csrc/postprocess.hpp) are declared here.

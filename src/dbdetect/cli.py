@@ -1,0 +1,60 @@
+"""The ``dbdetect`` command line: ``detect``, ``train`` and ``eval``.
+
+Each subcommand lives in the module that does the work and registers itself
+here through ``add_parser(subparsers)``; this file only wires them together
+and turns user errors into one clear line and a non-zero exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+# subcommand name -> module providing add_parser(subparsers) and run(args)
+_SUBCOMMANDS = {
+    "detect": "dbdetect.detect_cli",
+    "train": "dbdetect.train",
+    "eval": "dbdetect.evaluate",
+}
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one line, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dbdetect",
+        description="Scene-text detection with DBNet: detect, train and evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"dbdetect {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, modname in _SUBCOMMANDS.items():
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError:
+            continue  # subcommand not built yet
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, FileNotFoundError, ValueError, TypeError) as exc:
+        print(f"dbdetect {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
