@@ -63,7 +63,7 @@ def _load_checkpoint(path: Path, **kw) -> nn.Module:
 
 
 @torch.no_grad()
-def fuse(model: nn.Module) -> nn.Module:
+def fuse(model: nn.Module, channels_last: bool = True) -> nn.Module:
     """Fold BatchNorm (and PP-LCNetV3's affine blocks) into the preceding convolutions.
 
     For inference only: the model is put in eval mode, and its state dict no longer matches
@@ -71,6 +71,9 @@ def fuse(model: nn.Module) -> nn.Module:
 
     Args:
         model: a model from :func:`create`.
+        channels_last: also store the weights channels-last. oneDNN's CPU convolutions run
+            much faster so (about 1.5x on the PP-OCR models); inputs may stay NCHW, and the
+            (N, 1, H, W) output is laid out the same either way.
 
     Returns:
         ``model``.
@@ -80,5 +83,7 @@ def fuse(model: nn.Module) -> nn.Module:
         fuse_ = getattr(m, "fuse_", None)
         if callable(fuse_):
             fuse_()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     model.fused = True
     return model

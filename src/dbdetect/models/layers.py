@@ -157,6 +157,6 @@ class LearnableAffine(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and not x.requires_grad:
-            # One in-place pass; the input is a fresh activation nobody else holds.
-            return x.mul_(self.scale).add_(self.bias)
+            # One in-place pass (not mul_ + add_); the input is a fresh activation nobody else holds.
+            return torch.addcmul(self.bias, x, self.scale, out=x)
         return x * self.scale + self.bias
