@@ -15,24 +15,19 @@
 namespace dbdetect {
 namespace {
 
-// The reference loaders fill Clipper outlines with cv2.fillPoly, which takes
-// integer vertices and, on each scanline, every pixel within half a pixel
-// (rounded) of the crossings. Measured against the exact outline that widens
-// a filled region by about 0.5 * |n_x| across an edge with unit normal n
-// (the horizontal rounding), except across exactly horizontal edges, which
-// stay on an integer row after rounding and include it: there the widening
-// is 0.5. Shrunk text kernels are often only 3-6 pixels tall, so matching
-// this half pixel is what keeps the maps the size the published models were
-// trained with.
+// The reference loaders fill integer-rounded Clipper outlines with
+// cv2.fillPoly, which rounds every vertex to a pixel and also draws the
+// outline itself: filled regions come out about half a pixel wider on every
+// side than the set of pixel centres inside the exact outline (measured on
+// ICDAR 2015 words: the best-fitting widening is 0.4-0.6 pixel at every edge
+// angle, with +-0.3 pixel of per-word jitter from the rounding). Kernels are
+// often only 3-6 pixels tall, so we keep that half pixel, exactly and
+// without jitter: every region is thresholded at D -+ kFillTolerance.
 constexpr double kFillTolerance = 0.5;
-
-enum : uint8_t { kInShrink = 1, kInMask = 2 };
 
 struct Scratch {
   std::vector<double> poly;     // clamped points, relative to the window origin
   std::vector<float> sd;        // signed distance per window pixel (<= 0: inside)
-  std::vector<uint8_t> flags;   // kInShrink | kInMask per window pixel
-  std::vector<float> row_s, row_m;
   std::vector<double> cross;    // scanline crossings of one row
 };
 
@@ -75,28 +70,16 @@ void check_job(const TargetJob& job) {
 
 void fill(float* p, std::size_t n, float v) { std::fill(p, p + n, v); }
 
-// Per window pixel (centre (i, j) in window coordinates): the signed
-// distance to the outline capped at `cap` (<= 0 inside, even-odd rule), and
-// the flags kInShrink (inside and d_e + tol_e >= D for every edge e) and
-// kInMask (inside, or d_e - tol_e <= D for some edge e), tol_e being the
-// fill tolerance of edge e.
-void distance_window(const double* p, std::size_t n, int64_t ww, int64_t wh, double cap, double D,
+// Window-local signed distance to the outline, capped at `cap`: negative (or
+// zero) for pixel centres inside the polygon (even-odd rule), positive outside.
+// Pixel (i, j) of the window has its centre at (i, j) in window coordinates.
+void signed_distance(const double* p, std::size_t n, int64_t ww, int64_t wh, double cap,
                      Scratch& s) {
-  const std::size_t npx = static_cast<std::size_t>(ww * wh);
-  s.sd.resize(npx);
-  s.flags.resize(npx);
-  s.row_s.resize(static_cast<std::size_t>(ww));
-  s.row_m.resize(static_cast<std::size_t>(ww));
+  s.sd.resize(static_cast<std::size_t>(ww * wh));
   const float cap2 = static_cast<float>(cap * cap);
-  const float fcap = static_cast<float>(cap);
-  const float fD = static_cast<float>(D);
-  float* rs = s.row_s.data();
-  float* rm = s.row_m.data();
   for (int64_t j = 0; j < wh; ++j) {
     float* row = s.sd.data() + j * ww;
     std::fill(row, row + ww, cap2);
-    std::fill(rs, rs + ww, fcap);
-    std::fill(rm, rm + ww, fcap);
     const double y = static_cast<double>(j);
     s.cross.clear();
     for (std::size_t k = 0; k < n; ++k) {
@@ -109,12 +92,10 @@ void distance_window(const double* p, std::size_t n, int64_t ww, int64_t wh, dou
       const double dx = bx - ax, dy = by - ay;
       const double len2 = dx * dx + dy * dy;
       double xlo = std::min(ax, bx) - cap, xhi = std::max(ax, bx) + cap;
-      double tol = kFillTolerance;
       if (len2 > 0.0) {
+        // Only the band |n . (q - a)| <= cap can be within cap of the segment.
         const double len = std::sqrt(len2);
         const double nx = -dy / len, ny = dx / len;
-        tol = kFillTolerance * (std::fabs(nx) + std::fabs(ny));
-        // Only the band |n . (q - a)| <= cap can be within cap of the segment.
         if (std::fabs(nx) > 1e-9) {
           const double c = ny * (y - ay);
           double u = ax + (-cap - c) / nx, v = ax + (cap - c) / nx;
@@ -131,33 +112,21 @@ void distance_window(const double* p, std::size_t n, int64_t ww, int64_t wh, dou
       const float finv = len2 > 0.0 ? static_cast<float>(1.0 / len2) : 0.0f;
       const float py = static_cast<float>(y - ay);
       const float pyd = py * fdy;
-      const float ft = static_cast<float>(tol);
       for (int64_t i = ia; i <= ib; ++i) {
         const float px = static_cast<float>(i) - fax;
         float t = (px * fdx + pyd) * finv;
         t = t < 0.0f ? 0.0f : (t > 1.0f ? 1.0f : t);
         const float ex = px - t * fdx, ey = py - t * fdy;
         const float d2 = ex * ex + ey * ey;
-        const float d = std::sqrt(d2);
         row[i] = row[i] < d2 ? row[i] : d2;
-        const float sp = d + ft, sm = d - ft;
-        rs[i] = rs[i] < sp ? rs[i] : sp;
-        rm[i] = rm[i] < sm ? rm[i] : sm;
       }
     }
-    uint8_t* fl = s.flags.data() + j * ww;
-    for (int64_t i = 0; i < ww; ++i) {
-      row[i] = std::sqrt(row[i]);
-      fl[i] = (rm[i] <= fD) ? kInMask : 0;
-    }
+    for (int64_t i = 0; i < ww; ++i) row[i] = std::sqrt(row[i]);
     std::sort(s.cross.begin(), s.cross.end());
     for (std::size_t c = 0; c + 1 < s.cross.size(); c += 2) {
       const double lo = std::max(0.0, std::ceil(s.cross[c]));
       const double hi = std::min(static_cast<double>(ww - 1), std::floor(s.cross[c + 1]));
-      for (int64_t i = static_cast<int64_t>(lo); i <= static_cast<int64_t>(hi); ++i) {
-        row[i] = -row[i];
-        fl[i] = static_cast<uint8_t>(kInMask | (rs[i] >= fD ? kInShrink : 0));
-      }
+      for (int64_t i = static_cast<int64_t>(lo); i <= static_cast<int64_t>(hi); ++i) row[i] = -row[i];
     }
   }
 }
@@ -221,45 +190,47 @@ void draw_polygon(const TargetJob& job, const TargetParams& prm, std::size_t idx
     s.poly[2 * k] -= static_cast<double>(w.x0);
     s.poly[2 * k + 1] -= static_cast<double>(w.y0);
   }
-  distance_window(s.poly.data(), n, w.ww, w.wh, cap, D, s);
+  signed_distance(s.poly.data(), n, w.ww, w.wh, cap, s);
   const float* sd = s.sd.data();
-  const uint8_t* flags = s.flags.data();
   const std::size_t npx = static_cast<std::size_t>(w.ww * w.wh);
 
+  // Signed distance v <= shrink_at: inside at distance >= D - tol (or, for
+  // D < tol, outside within tol - D).
+  const float shrink_at = static_cast<float>(kFillTolerance - D);
   if (!ignored) {
     // A shrink that covers no pixel means the text is too thin for a kernel.
     bool any = false;
-    for (std::size_t q = 0; q < npx && !any; ++q) any = (flags[q] & kInShrink) != 0;
+    for (std::size_t q = 0; q < npx && !any; ++q) any = sd[q] <= shrink_at;
     ignored = !any;
   }
 
   const int64_t W = job.width;
   if (ignored) {
-    // Zero the mask over the polygon itself, i.e. its fill at D = 0 (a
-    // kernel too thin for any pixel gets here with D > 0: recompute).
-    if (D != 0.0) distance_window(s.poly.data(), n, w.ww, w.wh, 1.0 + kFillTolerance, 0.0, s);
+    // Zero the mask over the polygon itself (its fill at D = 0).
+    const float lim = static_cast<float>(kFillTolerance);
     for (int64_t j = 0; j < w.wh; ++j) {
-      const uint8_t* f = s.flags.data() + j * w.ww;
+      const float* r = sd + j * w.ww;
       float* m = job.shrink_mask + (w.y0 + j) * W + w.x0;
       for (int64_t i = 0; i < w.ww; ++i)
-        if (f[i] & kInMask) m[i] = 0.0f;
+        if (r[i] <= lim) m[i] = 0.0f;
     }
     return;
   }
   const float fD = static_cast<float>(D);
+  const float mask_at = static_cast<float>(D + kFillTolerance);
   const float scale = static_cast<float>((prm.thresh_max - prm.thresh_min) / D);
   const float top = static_cast<float>(prm.thresh_max);
   for (int64_t j = 0; j < w.wh; ++j) {
     const float* r = sd + j * w.ww;
-    const uint8_t* f = flags + j * w.ww;
     const int64_t off = (w.y0 + j) * W + w.x0;
     float* gm = job.shrink_map + off;
     float* tm = job.thresh_map + off;
     float* tk = job.thresh_mask + off;
     for (int64_t i = 0; i < w.ww; ++i) {
-      if (f[i] & kInShrink) gm[i] = 1.0f;
-      if (f[i] & kInMask) tk[i] = 1.0f;
-      const float d = std::fabs(r[i]);
+      const float v = r[i];
+      if (v <= shrink_at) gm[i] = 1.0f;
+      if (v <= mask_at) tk[i] = 1.0f;  // inside (v <= 0) or within D + tol
+      const float d = std::fabs(v);
       if (d < fD) {
         // thresh_min + (1 - d / D) * (thresh_max - thresh_min)
         const float t = top - d * scale;
