@@ -1,4 +1,18 @@
+// The per-pixel loops take square roots of non-negative numbers only; without
+// errno semantics GCC vectorises them. The build flags are shared by every
+// concern, so this file says it itself, before any header so that inlined
+// library code gets the same options.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-math-errno", "no-trapping-math")
+#endif
+
 #include "labels.hpp"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -25,9 +39,22 @@ namespace {
 // without jitter: every region is thresholded at D -+ kFillTolerance.
 constexpr double kFillTolerance = 0.5;
 
+// Per-edge constants, computed once per polygon rather than once per row.
+struct EdgeInfo {
+  double ax, ay, bx, by, dx, dy;
+  double ylo, yhi;      // rows outside [ylo, yhi] are farther than cap
+  double xlo, xhi;      // columns outside are farther than cap
+  double nx, ny;        // unit normal; band test used when |nx| is not tiny
+  bool use_band;
+  float finv;           // 1 / |b - a|^2 (0 for a degenerate edge)
+};
+
 struct Scratch {
   std::vector<double> poly;     // clamped points, relative to the window origin
   std::vector<float> sd;        // signed distance per window pixel (<= 0: inside)
+  std::vector<int64_t> lo, hi;  // per window row: the columns that are near or inside
+  std::vector<int64_t> band;    // per edge of the current row: first, last column
+  std::vector<EdgeInfo> edges;
   std::vector<double> cross;    // scanline crossings of one row
 };
 
@@ -70,63 +97,119 @@ void check_job(const TargetJob& job) {
 
 void fill(float* p, std::size_t n, float v) { std::fill(p, p + n, v); }
 
+// In place square root; the portable loop is not vectorised by GCC unless
+// errno semantics are off, which the shared build flags leave on.
+void sqrt_inplace(float* p, int64_t n) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  for (; i + 4 <= n; i += 4) _mm_storeu_ps(p + i, _mm_sqrt_ps(_mm_loadu_ps(p + i)));
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+  for (; i + 4 <= n; i += 4) vst1q_f32(p + i, vsqrtq_f32(vld1q_f32(p + i)));
+#endif
+  for (; i < n; ++i) p[i] = std::sqrt(p[i]);
+}
+
 // Window-local signed distance to the outline, capped at `cap`: negative (or
 // zero) for pixel centres inside the polygon (even-odd rule), positive outside.
 // Pixel (i, j) of the window has its centre at (i, j) in window coordinates.
+// Only columns s.lo[j] .. s.hi[j] of row j are computed (empty when lo > hi):
+// every pixel outside them is outside the polygon and farther than cap.
 void signed_distance(const double* p, std::size_t n, int64_t ww, int64_t wh, double cap,
                      Scratch& s) {
   s.sd.resize(static_cast<std::size_t>(ww * wh));
+  s.lo.assign(static_cast<std::size_t>(wh), ww);
+  s.hi.assign(static_cast<std::size_t>(wh), -1);
+  s.band.resize(2 * n);
+  s.edges.resize(n);
+  for (std::size_t k = 0; k < n; ++k) {
+    const std::size_t k2 = (k + 1 == n) ? 0 : k + 1;
+    EdgeInfo& e = s.edges[k];
+    e.ax = p[2 * k];
+    e.ay = p[2 * k + 1];
+    e.bx = p[2 * k2];
+    e.by = p[2 * k2 + 1];
+    e.dx = e.bx - e.ax;
+    e.dy = e.by - e.ay;
+    e.ylo = std::min(e.ay, e.by) - cap;
+    e.yhi = std::max(e.ay, e.by) + cap;
+    e.xlo = std::min(e.ax, e.bx) - cap;
+    e.xhi = std::max(e.ax, e.bx) + cap;
+    const double len2 = e.dx * e.dx + e.dy * e.dy;
+    e.finv = len2 > 0.0 ? static_cast<float>(1.0 / len2) : 0.0f;
+    const double len = std::sqrt(len2);
+    e.nx = len > 0.0 ? -e.dy / len : 0.0;
+    e.ny = len > 0.0 ? e.dx / len : 0.0;
+    e.use_band = std::fabs(e.nx) > 1e-9;
+  }
   const float cap2 = static_cast<float>(cap * cap);
   for (int64_t j = 0; j < wh; ++j) {
     float* row = s.sd.data() + j * ww;
-    std::fill(row, row + ww, cap2);
     const double y = static_cast<double>(j);
+    int64_t lo = ww, hi = -1;
     s.cross.clear();
     for (std::size_t k = 0; k < n; ++k) {
-      const std::size_t k2 = (k + 1 == n) ? 0 : k + 1;
-      const double ax = p[2 * k], ay = p[2 * k + 1];
-      const double bx = p[2 * k2], by = p[2 * k2 + 1];
+      const EdgeInfo& e = s.edges[k];
+      s.band[2 * k] = 0;
+      s.band[2 * k + 1] = -1;
       // Half-open rule: each crossing is counted once even at shared vertices.
-      if ((ay <= y) != (by <= y)) s.cross.push_back(ax + (y - ay) * (bx - ax) / (by - ay));
-      if (y < std::min(ay, by) - cap || y > std::max(ay, by) + cap) continue;
-      const double dx = bx - ax, dy = by - ay;
-      const double len2 = dx * dx + dy * dy;
-      double xlo = std::min(ax, bx) - cap, xhi = std::max(ax, bx) + cap;
-      if (len2 > 0.0) {
+      if ((e.ay <= y) != (e.by <= y)) s.cross.push_back(e.ax + (y - e.ay) * e.dx / e.dy);
+      if (y < e.ylo || y > e.yhi) continue;
+      double xlo = e.xlo, xhi = e.xhi;
+      if (e.use_band) {
         // Only the band |n . (q - a)| <= cap can be within cap of the segment.
-        const double len = std::sqrt(len2);
-        const double nx = -dy / len, ny = dx / len;
-        if (std::fabs(nx) > 1e-9) {
-          const double c = ny * (y - ay);
-          double u = ax + (-cap - c) / nx, v = ax + (cap - c) / nx;
-          if (u > v) std::swap(u, v);
-          xlo = std::max(xlo, u);
-          xhi = std::min(xhi, v);
-        }
+        const double c = e.ny * (y - e.ay);
+        double u = e.ax + (-cap - c) / e.nx, v = e.ax + (cap - c) / e.nx;
+        if (u > v) std::swap(u, v);
+        xlo = std::max(xlo, u);
+        xhi = std::min(xhi, v);
       }
       const int64_t ia = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(xlo)));
       const int64_t ib = std::min<int64_t>(ww - 1, static_cast<int64_t>(std::floor(xhi)));
       if (ia > ib) continue;
-      const float fax = static_cast<float>(ax), fdx = static_cast<float>(dx);
-      const float fdy = static_cast<float>(dy);
-      const float finv = len2 > 0.0 ? static_cast<float>(1.0 / len2) : 0.0f;
-      const float py = static_cast<float>(y - ay);
-      const float pyd = py * fdy;
-      for (int64_t i = ia; i <= ib; ++i) {
-        const float px = static_cast<float>(i) - fax;
-        float t = (px * fdx + pyd) * finv;
-        t = t < 0.0f ? 0.0f : (t > 1.0f ? 1.0f : t);
-        const float ex = px - t * fdx, ey = py - t * fdy;
-        const float d2 = ex * ex + ey * ey;
-        row[i] = row[i] < d2 ? row[i] : d2;
+      s.band[2 * k] = ia;
+      s.band[2 * k + 1] = ib;
+      lo = std::min(lo, ia);
+      hi = std::max(hi, ib);
+    }
+    if (s.cross.size() == 2) {
+      if (s.cross[0] > s.cross[1]) std::swap(s.cross[0], s.cross[1]);
+    } else {
+      std::sort(s.cross.begin(), s.cross.end());
+    }
+    for (std::size_t c = 0; c + 1 < s.cross.size(); c += 2) {
+      const int64_t a = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(s.cross[c])));
+      const int64_t b = std::min<int64_t>(ww - 1, static_cast<int64_t>(std::floor(s.cross[c + 1])));
+      if (a <= b) {
+        lo = std::min(lo, a);
+        hi = std::max(hi, b);
       }
     }
-    for (int64_t i = 0; i < ww; ++i) row[i] = std::sqrt(row[i]);
-    std::sort(s.cross.begin(), s.cross.end());
+    s.lo[j] = lo;
+    s.hi[j] = hi;
+    if (lo > hi) continue;
+    std::fill(row + lo, row + hi + 1, cap2);
+    for (std::size_t k = 0; k < n; ++k) {
+      if (s.band[2 * k] > s.band[2 * k + 1]) continue;
+      const EdgeInfo& e = s.edges[k];
+      const float fax = static_cast<float>(e.ax), fdx = static_cast<float>(e.dx);
+      const float fdy = static_cast<float>(e.dy);
+      const float finv = e.finv;
+      const float py = static_cast<float>(y - e.ay);
+      const float pyd = py * fdy;
+      // int32 index: its conversion to float vectorises (the window fits in int32).
+      const int32_t i0 = static_cast<int32_t>(s.band[2 * k]), i1 = static_cast<int32_t>(s.band[2 * k + 1]);
+      for (int32_t i = i0; i <= i1; ++i) {
+        const float px = static_cast<float>(i) - fax;
+        const float t = std::min(std::max((px * fdx + pyd) * finv, 0.0f), 1.0f);
+        const float ex = px - t * fdx, ey = py - t * fdy;
+        row[i] = std::min(row[i], ex * ex + ey * ey);
+      }
+    }
+    sqrt_inplace(row + lo, hi - lo + 1);
     for (std::size_t c = 0; c + 1 < s.cross.size(); c += 2) {
-      const double lo = std::max(0.0, std::ceil(s.cross[c]));
-      const double hi = std::min(static_cast<double>(ww - 1), std::floor(s.cross[c + 1]));
-      for (int64_t i = static_cast<int64_t>(lo); i <= static_cast<int64_t>(hi); ++i) row[i] = -row[i];
+      const int64_t a = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(s.cross[c])));
+      const int64_t b = std::min<int64_t>(ww - 1, static_cast<int64_t>(std::floor(s.cross[c + 1])));
+      for (int64_t i = a; i <= b; ++i) row[i] = -row[i];
     }
   }
 }
@@ -192,7 +275,6 @@ void draw_polygon(const TargetJob& job, const TargetParams& prm, std::size_t idx
   }
   signed_distance(s.poly.data(), n, w.ww, w.wh, cap, s);
   const float* sd = s.sd.data();
-  const std::size_t npx = static_cast<std::size_t>(w.ww * w.wh);
 
   // Signed distance v <= shrink_at: inside at distance >= D - tol (or, for
   // D < tol, outside within tol - D).
@@ -200,7 +282,10 @@ void draw_polygon(const TargetJob& job, const TargetParams& prm, std::size_t idx
   if (!ignored) {
     // A shrink that covers no pixel means the text is too thin for a kernel.
     bool any = false;
-    for (std::size_t q = 0; q < npx && !any; ++q) any = sd[q] <= shrink_at;
+    for (int64_t j = 0; j < w.wh && !any; ++j) {
+      const float* r = sd + j * w.ww;
+      for (int64_t i = s.lo[j]; i <= s.hi[j] && !any; ++i) any = r[i] <= shrink_at;
+    }
     ignored = !any;
   }
 
@@ -211,12 +296,11 @@ void draw_polygon(const TargetJob& job, const TargetParams& prm, std::size_t idx
     for (int64_t j = 0; j < w.wh; ++j) {
       const float* r = sd + j * w.ww;
       float* m = job.shrink_mask + (w.y0 + j) * W + w.x0;
-      for (int64_t i = 0; i < w.ww; ++i)
+      for (int64_t i = s.lo[j]; i <= s.hi[j]; ++i)
         if (r[i] <= lim) m[i] = 0.0f;
     }
     return;
   }
-  const float fD = static_cast<float>(D);
   const float mask_at = static_cast<float>(D + kFillTolerance);
   const float scale = static_cast<float>((prm.thresh_max - prm.thresh_min) / D);
   const float top = static_cast<float>(prm.thresh_max);
@@ -226,16 +310,15 @@ void draw_polygon(const TargetJob& job, const TargetParams& prm, std::size_t idx
     float* gm = job.shrink_map + off;
     float* tm = job.thresh_map + off;
     float* tk = job.thresh_mask + off;
-    for (int64_t i = 0; i < w.ww; ++i) {
+    for (int64_t i = s.lo[j]; i <= s.hi[j]; ++i) {
+      // Branch-free selects so that the loop vectorises.
       const float v = r[i];
-      if (v <= shrink_at) gm[i] = 1.0f;
-      if (v <= mask_at) tk[i] = 1.0f;  // inside (v <= 0) or within D + tol
-      const float d = std::fabs(v);
-      if (d < fD) {
-        // thresh_min + (1 - d / D) * (thresh_max - thresh_min)
-        const float t = top - d * scale;
-        tm[i] = tm[i] < t ? t : tm[i];
-      }
+      gm[i] = v <= shrink_at ? 1.0f : gm[i];
+      tk[i] = v <= mask_at ? 1.0f : tk[i];  // inside (v <= 0) or within D + tol
+      // thresh_min + (1 - d / D) * (thresh_max - thresh_min) where d < D; below
+      // thresh_min (d >= D) it never wins against the background.
+      const float t = top - std::fabs(v) * scale;
+      tm[i] = tm[i] < t ? t : tm[i];
     }
   }
 }
