@@ -1,9 +1,10 @@
-// The per-pixel loops take square roots of non-negative numbers only; without
-// errno semantics GCC vectorises them. The build flags are shared by every
-// concern, so this file says it itself, before any header so that inlined
-// library code gets the same options.
+// GCC only turns the float min/max selects of the per-pixel distance loop
+// into vector code when comparisons may not trap; nothing here reads FP
+// exception flags. The build flags are shared by every concern, so this file
+// says it itself, before any header so that inlined library code (std::min)
+// gets the same options and stays inlinable.
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-math-errno", "no-trapping-math")
+#pragma GCC optimize("no-trapping-math")
 #endif
 
 #include "labels.hpp"
