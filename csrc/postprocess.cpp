@@ -15,7 +15,50 @@ namespace {
 
 // cv2.line's 8-connected Bresenham walk (LineIterator, left to right),
 // keeping only the pixels inside the mask.
+// cv2.clipLine: both ends moved onto the image with truncating integer
+// division (the pixels drawn depend on it). Returns false if nothing is left.
+bool clip_line(int64_t w, int64_t h, int64_t& x1, int64_t& y1, int64_t& x2, int64_t& y2) {
+  const int64_t right = w - 1, bottom = h - 1;
+  if (w <= 0 || h <= 0) return false;
+  int c1 = (x1 < 0) + (x1 > right) * 2 + (y1 < 0) * 4 + (y1 > bottom) * 8;
+  int c2 = (x2 < 0) + (x2 > right) * 2 + (y2 < 0) * 4 + (y2 > bottom) * 8;
+  if ((c1 & c2) == 0 && (c1 | c2) != 0) {
+    if (c1 & 12) {
+      const int64_t a = c1 < 8 ? 0 : bottom;
+      x1 += (a - y1) * (x2 - x1) / (y2 - y1);
+      y1 = a;
+      c1 = (x1 < 0) + (x1 > right) * 2;
+    }
+    if (c2 & 12) {
+      const int64_t a = c2 < 8 ? 0 : bottom;
+      x2 += (a - y2) * (x2 - x1) / (y2 - y1);
+      y2 = a;
+      c2 = (x2 < 0) + (x2 > right) * 2;
+    }
+    if ((c1 & c2) == 0 && (c1 | c2) != 0) {
+      if (c1) {
+        const int64_t a = c1 == 1 ? 0 : right;
+        y1 += (a - x1) * (y2 - y1) / (x2 - x1);
+        x1 = a;
+        c1 = 0;
+      }
+      if (c2) {
+        const int64_t a = c2 == 1 ? 0 : right;
+        y2 += (a - x2) * (y2 - y1) / (x2 - x1);
+        x2 = a;
+        c2 = 0;
+      }
+    }
+  }
+  return (c1 | c2) == 0;
+}
+
 void draw_line(int x0, int y0, int x1, int y1, int mh, int mw, uint8_t* mask) {
+  if (x0 < 0 || x0 >= mw || x1 < 0 || x1 >= mw || y0 < 0 || y0 >= mh || y1 < 0 || y1 >= mh) {
+    int64_t a = x0, b = y0, c = x1, d = y1;
+    if (!clip_line(mw, mh, a, b, c, d)) return;
+    x0 = static_cast<int>(a), y0 = static_cast<int>(b), x1 = static_cast<int>(c), y1 = static_cast<int>(d);
+  }
   if (x1 < x0) {
     std::swap(x0, x1);
     std::swap(y0, y1);
@@ -109,30 +152,54 @@ inline double scale_round_f64(double v, int src, int dst) {
 
 void fill_poly_mask(const int32_t* xy, std::size_t n, int mh, int mw, uint8_t* mask) {
   if (n == 0 || mh <= 0 || mw <= 0) return;
-  // Interior: pixel centres between crossing pairs (even-odd), each edge
-  // covering rows [min y, max y) so that vertices are not counted twice.
-  std::vector<double> xs;
+  // cv2.fillPoly (OpenCV >= 4): stroke every edge with cv2.line, then fill
+  // spans between edges kept in 16.16 fixed point; an edge leaving the mask
+  // takes its slope from its clipped (integer) line, as OpenCV >= 4 does.
+  constexpr int kShift = 16;
+  constexpr int64_t kOne = int64_t(1) << kShift;
+  struct Edge {
+    int64_t y0, y1, x, dx;
+  };
+  std::vector<Edge> edges;
+  edges.reserve(n);
+  for (std::size_t i = 0, j = n - 1; i < n; j = i++) {
+    const int x0 = xy[2 * j], y0 = xy[2 * j + 1], x1 = xy[2 * i], y1 = xy[2 * i + 1];
+    draw_line(x0, y0, x1, y1, mh, mw, mask);
+    // The edge keeps its rows but takes its slope from the clipped line,
+    // extrapolated back to the first row.
+    int64_t c0x = x0, c0y = y0, c1x = x1, c1y = y1;
+    int64_t e0y = y0, e1y = y1;
+    if (x0 < 0 || x0 >= mw || x1 < 0 || x1 >= mw || y0 < 0 || y0 >= mh || y1 < 0 || y1 >= mh) {
+      clip_line(mw, mh, c0x, c0y, c1x, c1y);
+      if (c0y != c1y) e0y = c0y, e1y = c1y;
+    }
+    if (y0 == y1) continue;
+    const int64_t ax = c0x * kOne, bx = c1x * kOne;
+    Edge e;
+    e.dx = (bx - ax) / (e1y - e0y);
+    if (y0 < y1) {
+      e.y0 = y0, e.y1 = y1, e.x = ax + (y0 - e0y) * e.dx;
+    } else {
+      e.y0 = y1, e.y1 = y0, e.x = bx + (y1 - e1y) * e.dx;
+    }
+    edges.push_back(e);
+  }
+  if (edges.size() < 2) return;
+  std::vector<int64_t> xs;
   for (int y = 0; y < mh; ++y) {
     xs.clear();
-    for (std::size_t i = 0, j = n - 1; i < n; j = i++) {
-      const int ay = xy[2 * j + 1], by = xy[2 * i + 1];
-      if (ay == by) continue;
-      const int lo = std::min(ay, by), hi = std::max(ay, by);
-      if (y < lo || y >= hi) continue;
-      const double ax = xy[2 * j], bx = xy[2 * i];
-      xs.push_back(ax + (bx - ax) * (static_cast<double>(y) - ay) / (by - ay));
+    for (const Edge& e : edges) {
+      if (y < e.y0 || y >= e.y1) continue;
+      xs.push_back(e.x + (y - e.y0) * e.dx);
     }
     std::sort(xs.begin(), xs.end());
     for (std::size_t k = 0; k + 1 < xs.size(); k += 2) {
-      int a = static_cast<int>(std::ceil(xs[k])), b = static_cast<int>(std::floor(xs[k + 1]));
-      a = std::max(a, 0);
-      b = std::min(b, mw - 1);
-      for (int x = a; x <= b; ++x) mask[static_cast<std::size_t>(y) * mw + x] = 1;
+      int64_t a = (xs[k] + kOne - 1) >> kShift, b = xs[k + 1] >> kShift;
+      if (a >= mw || b < 0) continue;
+      a = std::max<int64_t>(a, 0);
+      b = std::min<int64_t>(b, mw - 1);
+      for (int64_t x = a; x <= b; ++x) mask[static_cast<std::size_t>(y) * mw + x] = 1;
     }
-  }
-  // cv2.fillPoly also strokes the outline.
-  for (std::size_t i = 0, j = n - 1; i < n; j = i++) {
-    draw_line(xy[2 * j], xy[2 * j + 1], xy[2 * i], xy[2 * i + 1], mh, mw, mask);
   }
 }
 
