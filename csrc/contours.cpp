@@ -78,24 +78,38 @@ void trace_one(int8_t* img, std::ptrdiff_t stride, int sx, int sy, bool is_hole,
 
 }  // namespace
 
+namespace {
+
+// Branch-free so that the compiler vectorises it; returns whether a NaN was seen.
+bool threshold_row(const float* __restrict src, int8_t* __restrict dst, int w, float thresh) {
+  int nan = 0;
+  for (int x = 0; x < w; ++x) {
+    const float v = src[x];
+    dst[x] = static_cast<int8_t>(v > thresh);
+    nan |= static_cast<int>(v != v);
+  }
+  return nan != 0;
+}
+
+}  // namespace
+
 void make_padded_threshold(const float* prob, int h, int w, float thresh,
                            bool dilate, PaddedMap& out) {
   if (h < 0 || w < 0) throw std::invalid_argument("map size must be non-negative");
   out.h = h;
   out.w = w;
   const std::size_t stride = static_cast<std::size_t>(w) + 2;
-  out.data.assign(stride * (static_cast<std::size_t>(h) + 2), 0);
+  const std::size_t total = stride * (static_cast<std::size_t>(h) + 2);
+  if (out.data.size() != total) out.data.resize(total);
+  int8_t* d = out.data.data();
+  std::memset(d, 0, stride);
+  std::memset(d + (static_cast<std::size_t>(h) + 1) * stride, 0, stride);
   bool nan = false;
   for (int y = 0; y < h; ++y) {
-    const float* src = prob + static_cast<std::size_t>(y) * w;
-    int8_t* dst = out.data.data() + (y + 1) * stride + 1;
-    bool row_nan = false;
-    for (int x = 0; x < w; ++x) {
-      const float v = src[x];
-      dst[x] = static_cast<int8_t>(v > thresh);
-      row_nan |= (v != v);
-    }
-    nan |= row_nan;
+    int8_t* row = d + (y + 1) * stride;
+    row[0] = 0;
+    row[w + 1] = 0;
+    nan |= threshold_row(prob + static_cast<std::size_t>(y) * w, row + 1, w, thresh);
   }
   if (nan) throw std::invalid_argument("probability map contains NaN");
   if (dilate) {

@@ -120,51 +120,71 @@ void calipers(const float* px, const float* py, int n, float out[6]) {
 }  // namespace
 
 void convex_hull_i32(const int32_t* xy, std::size_t n, std::vector<int32_t>& hull,
-                     std::vector<int64_t>& pts) {
+                     std::vector<int64_t>& order) {
   hull.clear();
-  pts.resize(n);
-  // Pack (x, y) into one sortable key; coordinates fit in 31 bits.
-  for (std::size_t i = 0; i < n; ++i) {
-    pts[i] = (static_cast<int64_t>(xy[2 * i]) << 32) +
-             static_cast<int64_t>(static_cast<uint32_t>(xy[2 * i + 1] ^ INT32_MIN));
-  }
-  std::sort(pts.begin(), pts.end());
-  pts.erase(std::unique(pts.begin(), pts.end()), pts.end());
-  const std::size_t m = pts.size();
-  auto X = [&](std::size_t i) { return static_cast<int64_t>(pts[i] >> 32); };
-  auto Y = [&](std::size_t i) {
-    return static_cast<int64_t>(static_cast<int32_t>(static_cast<uint32_t>(pts[i]) ^ 0x80000000u));
-  };
+  order.resize(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = static_cast<int64_t>(i);
+  // Sort by (x, y, input index); duplicates keep their first occurrence.
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    if (xy[2 * a] != xy[2 * b]) return xy[2 * a] < xy[2 * b];
+    if (xy[2 * a + 1] != xy[2 * b + 1]) return xy[2 * a + 1] < xy[2 * b + 1];
+    return a < b;
+  });
+  order.erase(std::unique(order.begin(), order.end(),
+                          [&](int64_t a, int64_t b) {
+                            return xy[2 * a] == xy[2 * b] && xy[2 * a + 1] == xy[2 * b + 1];
+                          }),
+              order.end());
+  const std::size_t m = order.size();
+  auto X = [&](std::size_t i) { return static_cast<int64_t>(xy[2 * order[i]]); };
+  auto Y = [&](std::size_t i) { return static_cast<int64_t>(xy[2 * order[i] + 1]); };
+  std::vector<int64_t> idx;  // input indices of hull vertices
   if (m <= 2) {
+    for (std::size_t i = 0; i < m; ++i) idx.push_back(order[i]);
+  } else {
+    // Andrew's monotone chain: the chain through larger y first (clockwise in
+    // a y-up frame, as cv2 orders it), dropping collinear points.
+    std::vector<std::size_t> st;
+    st.reserve(m + 1);
     for (std::size_t i = 0; i < m; ++i) {
-      hull.push_back(static_cast<int32_t>(X(i)));
-      hull.push_back(static_cast<int32_t>(Y(i)));
+      while (st.size() >= 2 &&
+             cross(X(st[st.size() - 2]), Y(st[st.size() - 2]), X(st.back()), Y(st.back()),
+                   X(i), Y(i)) >= 0)
+        st.pop_back();
+      st.push_back(i);
     }
-    return;
+    const std::size_t upper = st.size();
+    for (std::size_t i = m - 1; i-- > 0;) {
+      while (st.size() > upper &&
+             cross(X(st[st.size() - 2]), Y(st[st.size() - 2]), X(st.back()), Y(st.back()),
+                   X(i), Y(i)) >= 0)
+        st.pop_back();
+      st.push_back(i);
+    }
+    st.pop_back();
+    for (std::size_t i : st) idx.push_back(order[i]);
   }
-  // Andrew's monotone chain: the chain through larger y first (clockwise in
-  // a y-up frame, as cv2 orders it), dropping collinear points.
-  std::vector<std::size_t> st;
-  st.reserve(m + 1);
-  for (std::size_t i = 0; i < m; ++i) {  // large-y chain, left to right
-    while (st.size() >= 2 &&
-           cross(X(st[st.size() - 2]), Y(st[st.size() - 2]), X(st.back()), Y(st.back()),
-                 X(i), Y(i)) >= 0)
-      st.pop_back();
-    st.push_back(i);
+  // cv2 then rotates the hull so that, when the input indices of its vertices
+  // run cyclically up (or down) -- always the case for a contour -- it starts
+  // at the smallest (or largest) index. The start changes the float32
+  // rounding in the calipers, so it is reproduced.
+  const std::size_t k = idx.size();
+  if (k >= 3) {
+    std::size_t imin = 0, imax = 0, rises = 0;
+    for (std::size_t i = 0; i < k; ++i) {
+      if (idx[i] < idx[imin]) imin = i;
+      if (idx[i] > idx[imax]) imax = i;
+      rises += idx[i] < idx[(i + 1) % k];
+    }
+    const bool up = rises == k - 1, down = rises == 1;
+    std::size_t first = 0;
+    if (up && (imax + 1) % k == imin) first = imin;
+    else if (down && (imin + 1) % k == imax) first = imax;
+    std::rotate(idx.begin(), idx.begin() + static_cast<std::ptrdiff_t>(first), idx.end());
   }
-  const std::size_t upper = st.size();
-  for (std::size_t i = m - 1; i-- > 0;) {  // small-y chain, right to left
-    while (st.size() > upper &&
-           cross(X(st[st.size() - 2]), Y(st[st.size() - 2]), X(st.back()), Y(st.back()),
-                 X(i), Y(i)) >= 0)
-      st.pop_back();
-    st.push_back(i);
-  }
-  st.pop_back();  // the first point again
-  for (std::size_t i : st) {
-    hull.push_back(static_cast<int32_t>(X(i)));
-    hull.push_back(static_cast<int32_t>(Y(i)));
+  for (int64_t i : idx) {
+    hull.push_back(xy[2 * i]);
+    hull.push_back(xy[2 * i + 1]);
   }
 }
 
@@ -207,18 +227,21 @@ RotRect min_area_rect_i32(const int32_t* xy, std::size_t n, std::vector<int32_t>
 }
 
 float mini_box(const RotRect& r, float out[8]) {
+  // cv2 (>= 4.x) evaluates the corners in double and rounds them once.
   const double ang = r.angle_deg * kPi / 180.;
-  const float b = static_cast<float>(std::cos(ang)) * 0.5f;
-  const float a = static_cast<float>(std::sin(ang)) * 0.5f;
+  const double b = std::cos(ang) * 0.5, a = std::sin(ang) * 0.5;
+  const double cx = r.cx, cy = r.cy, w = r.width, h = r.height;
+  const double q0x = cx - a * h - b * w, q0y = cy + b * h - a * w;
+  const double q1x = cx + a * h - b * w, q1y = cy - b * h - a * w;
   float p[4][2];
-  p[0][0] = r.cx - a * r.height - b * r.width;
-  p[0][1] = r.cy + b * r.height - a * r.width;
-  p[1][0] = r.cx + a * r.height - b * r.width;
-  p[1][1] = r.cy - b * r.height - a * r.width;
-  p[2][0] = 2 * r.cx - p[0][0];
-  p[2][1] = 2 * r.cy - p[0][1];
-  p[3][0] = 2 * r.cx - p[1][0];
-  p[3][1] = 2 * r.cy - p[1][1];
+  p[0][0] = static_cast<float>(q0x);
+  p[0][1] = static_cast<float>(q0y);
+  p[1][0] = static_cast<float>(q1x);
+  p[1][1] = static_cast<float>(q1y);
+  p[2][0] = static_cast<float>(2 * cx - q0x);
+  p[2][1] = static_cast<float>(2 * cy - q0y);
+  p[3][0] = static_cast<float>(2 * cx - q1x);
+  p[3][1] = static_cast<float>(2 * cy - q1y);
   // Stable sort by x (Python's sorted), then pick top/bottom on each side.
   int idx[4] = {0, 1, 2, 3};
   std::stable_sort(idx, idx + 4, [&](int i, int j) { return p[i][0] < p[j][0]; });
