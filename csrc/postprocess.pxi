@@ -167,3 +167,15 @@ def postprocess_unclip(const int64_t[:, ::1] points, double delta):
         if c_offset_round_raw(&points[0, 0], points.shape[0], delta, raw):
             c_union_positive(raw, loops)
     return [np.array(l, dtype=np.float64).reshape(-1, 2) for l in loops]
+
+
+def postprocess_approx(const int32_t[:, ::1] points, double eps):
+    """Closed Douglas-Peucker approximation (cv2.approxPolyDP(closed=True) twin)."""
+    import numpy as np
+    if points.shape[1] != 2:
+        raise ValueError("points must have shape (N, 2)")
+    cdef vector[int32_t] out
+    if points.shape[0]:
+        with nogil:
+            c_approx_poly_closed(&points[0, 0], points.shape[0], eps, out)
+    return np.array([out[i] for i in range(out.size())], dtype=np.int32).reshape(-1, 2)

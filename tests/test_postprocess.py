@@ -103,7 +103,7 @@ def test_dense_map_matches_reference():
     assert len(r[0]) > 400
     # Measured 98.98 %: the misses are rotated staircase blobs where several
     # rectangles have nearly the same area and cv2's float32 calipers pick
-    # another one than ours (see the README of this module).
+    # another one than ours (see the dbdetect.postprocess docstring).
     _check(match(*r, *m), min_rate=0.98)
 
 
@@ -291,3 +291,18 @@ def test_non_contiguous_input_is_accepted():
     a = postprocess.boxes_from_prob(prob, (60, 80))
     b = postprocess.boxes_from_prob(np.asfortranarray(prob), (60, 80))
     assert len(a[0]) == len(b[0]) == 1 and np.array_equal(a[0][0], b[0][0])
+
+
+def test_approx_poly_matches_cv2():
+    rng = np.random.default_rng(6)
+    same = total = 0
+    for _ in range(10):
+        prob = _touching_blobs(rng) + _curved_bands(rng, shape=(200, 300))
+        for c in cv2.findContours((prob > 0.3).astype(np.uint8), cv2.RETR_LIST,
+                                  cv2.CHAIN_APPROX_SIMPLE)[0]:
+            eps = 0.002 * cv2.arcLength(c, True)
+            want = cv2.approxPolyDP(c, eps, True).reshape(-1, 2)
+            got = _native.postprocess_approx(np.ascontiguousarray(c.reshape(-1, 2)), eps)
+            total += 1
+            same += got.shape == want.shape and np.array_equal(got, want)
+    assert total > 50 and same >= 0.95 * total, (same, total)
