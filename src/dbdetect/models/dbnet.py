@@ -1,0 +1,159 @@
+"""DBNet assembly, default configurations and the registered entry points.
+
+Pre/post-processing of the PP-OCR models, from the rapidocr-onnxruntime wheels the weights come
+from (``ch_ppocr_v3_det/config.yaml`` + ``utils.py`` in 1.2.13, ``config.yaml`` +
+``ch_ppocr_det/utils.py`` in 1.4.4): the image in BGR order (cv2 decoding), resized so that the
+*shorter* side is at least 736 (``limit_type: min``), each side rounded to a multiple of 32,
+``(img / 255 - mean) / std`` per channel in that BGR order, CHW. Post-processing: thresh 0.3,
+box_thresh 0.5, unclip_ratio 1.6, 2x2 dilation of the bitmap, "fast" box scores.
+
+Normalisation: 1.2.13 (PP-OCRv3) uses ImageNet mean/std (0.485, 0.456, 0.406) /
+(0.229, 0.224, 0.225). 1.4.4 (PP-OCRv4) uses 0.5/0.5 instead; PaddleOCR trains and serves the
+v4 detector with the ImageNet values (ch_PP-OCRv4_det_student.yml, tools/infer/predict_det.py),
+so that is what we record for both models.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from .backbones import MobileNetV3, PPLCNetV3, resnet18, resnet50
+from .heads import DBHead
+from .necks import FPN
+from .registry import register_model
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_PPOCR_CFG = dict(
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, channel_order="bgr", stride=32,
+    limit_side_len=736, limit_type="min",
+    thresh=0.3, box_thresh=0.5, unclip_ratio=1.6, use_dilation=True, score_mode="fast",
+    max_candidates=1000,
+)
+# Classic DBNet settings (Liao et al.; MhLiao/DB's ICDAR 2015 config) for models trained here.
+_DBNET_CFG = dict(
+    mean=IMAGENET_MEAN, std=IMAGENET_STD, channel_order="rgb", stride=32,
+    limit_side_len=736, limit_type="min",
+    thresh=0.3, box_thresh=0.6, unclip_ratio=1.5, use_dilation=False, score_mode="fast",
+    max_candidates=1000,
+)
+
+# Bundled weight files of the pretrained entries.
+_WEIGHT_FILES = {"ppocrv4": "ppocrv4_det.pt", "ppocrv3": "ppocrv3_det.pt"}
+
+
+class DBNet(nn.Module):
+    """backbone -> neck -> DB head.
+
+    Args:
+        backbone: module returning 4 maps (strides 4..32) with ``out_channels``.
+        neck: module fusing them into one stride-4 map with ``out_channels`` channels.
+        head: :class:`DBHead`.
+        cfg: pre/post-processing configuration (see the package contract).
+
+    Eval-mode forward returns the probability map (N, 1, H, W); train mode returns
+    dict(prob, thresh, binary). H and W must be multiples of 32.
+    """
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, cfg: Dict):
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+        self.cfg = dict(cfg)
+
+    def forward(self, x: torch.Tensor):
+        return self.head(self.neck(self.backbone(x)))
+
+
+def weights_dir() -> Path:
+    """Directory of the bundled weights.
+
+    The wheel installs ``weights/*.pt`` as ``dbdetect/weights``; from a source tree
+    (PYTHONPATH=src) they live in ``<repo>/weights``.
+
+    Returns:
+        The first existing candidate (the installed location if neither exists).
+    """
+    pkg = Path(__file__).resolve().parents[1] / "weights"
+    repo = Path(__file__).resolve().parents[3] / "weights"
+    for d in (pkg, repo):
+        if d.is_dir():
+            return d
+    return pkg
+
+
+def load_pretrained(model: nn.Module, name: str) -> nn.Module:
+    """Load the bundled weights of entry ``name`` into ``model`` (strict).
+
+    Raises:
+        ValueError: ``name`` has no pretrained weights.
+        FileNotFoundError: the weight file is missing from the installation.
+    """
+    fname = _WEIGHT_FILES.get(name)
+    if fname is None:
+        raise ValueError(
+            f"model {name!r} has no pretrained weights (only {', '.join(sorted(_WEIGHT_FILES))} do); "
+            f"use create({name!r}, pretrained=False) and train it")
+    path = weights_dir() / fname
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"pretrained weights for {name!r} not found at {path}; the dbdetect installation is "
+            f"incomplete (expected dbdetect/weights/{fname}, or weights/{fname} in a source tree)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _cfg(base: Dict, name: str, arch_kwargs: Dict) -> Dict:
+    cfg = dict(base, name=name, arch=name)
+    cfg["arch_kwargs"] = dict(arch_kwargs)
+    return cfg
+
+
+def _build(name: str, backbone: nn.Module, neck_channels: int, rse: bool, base_cfg: Dict,
+           pretrained: bool, arch_kwargs: Dict, k: float = 50.0) -> DBNet:
+    neck = FPN(backbone.out_channels, neck_channels, rse=rse)
+    model = DBNet(backbone, neck, DBHead(neck.out_channels, k=k), _cfg(base_cfg, name, arch_kwargs))
+    if pretrained:
+        load_pretrained(model, name)
+    return model
+
+
+@register_model
+def ppocrv4(pretrained: bool = True, **kw) -> DBNet:
+    """PP-OCRv4 mobile detector: PP-LCNetV3 x0.75 + RSE-FPN(96) + DB head. Pretrained (PaddleOCR)."""
+    return _build("ppocrv4", PPLCNetV3(scale=0.75, **kw), 96, True, _PPOCR_CFG, pretrained, kw)
+
+
+@register_model
+def ppocrv3(pretrained: bool = True, **kw) -> DBNet:
+    """PP-OCRv3 mobile detector: MobileNetV3-large x0.5 (no SE) + RSE-FPN(96) + DB head. Pretrained."""
+    return _build("ppocrv3", MobileNetV3(scale=0.5, disable_se=True, **kw), 96, True, _PPOCR_CFG,
+                  pretrained, kw)
+
+
+@register_model
+def dbnet_resnet18(pretrained: bool = True, **kw) -> DBNet:
+    """DBNet with ResNet-18 + FPN(256). No pretrained weights: pass pretrained=False."""
+    return _build("dbnet_resnet18", resnet18(**kw), 256, False, _DBNET_CFG, pretrained, kw)
+
+
+@register_model
+def dbnet_resnet50(pretrained: bool = True, **kw) -> DBNet:
+    """DBNet with ResNet-50 + FPN(256). No pretrained weights: pass pretrained=False."""
+    return _build("dbnet_resnet50", resnet50(**kw), 256, False, _DBNET_CFG, pretrained, kw)
+
+
+@register_model
+def dbnet_mobilenetv3(pretrained: bool = True, scale: float = 0.5, **kw) -> DBNet:
+    """DBNet with MobileNetV3-large (width ``scale``, with SE) + FPN(256), as PaddleOCR's det_mv3_db.
+
+    No pretrained weights: pass pretrained=False.
+    """
+    return _build("dbnet_mobilenetv3", MobileNetV3(scale=scale, **kw), 256, False, _DBNET_CFG,
+                  pretrained, dict(kw, scale=scale))
