@@ -205,54 +205,37 @@ def evaluate_detections(gt, dets, names=None, iou_thresh: float = 0.5, area_thre
 
 # ---------------------------------------------------------------- model side
 
-def predict_polygons(model, img_rgb: np.ndarray, limit_side_len: int | None = None, limit_type: str | None = None,
-                     box_thresh: float | None = None, device=None):
-    """Run an ``nn.Module`` detector on one RGB image (validation during training).
-
-    Same pre/post-processing as inference: ``inference_size`` resize,
-    ``normalize``, eval-mode forward, ``postprocess.boxes_from_prob`` with the
-    model cfg's thresholds. The model must already be in eval mode.
-
-    Returns:
-        ``(polygons, scores)`` in original image pixels.
-    """
-    import cv2
-    import torch
-
-    from .data.transforms import inference_size, normalize
-    from .postprocess import boxes_from_prob
-
-    cfg = model.cfg
-    h, w = img_rgb.shape[:2]
-    nh, nw = inference_size(h, w, limit_side_len or cfg["limit_side_len"], limit_type or cfg["limit_type"],
-                            cfg.get("stride", 32))
-    resized = cv2.resize(img_rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    x = torch.from_numpy(normalize(resized, cfg))[None]
-    if device is not None:
-        x = x.to(device)
-    with torch.no_grad():
-        out = model(x)
-    prob = out["prob"] if isinstance(out, dict) else out
-    prob = prob[0, 0].float().cpu().numpy()
-    polys, scores = boxes_from_prob(
-        np.ascontiguousarray(prob), (h, w), thresh=cfg.get("thresh", 0.3),
-        box_thresh=box_thresh if box_thresh is not None else cfg.get("box_thresh", 0.6),
-        unclip_ratio=cfg.get("unclip_ratio", 1.5),
-    )
-    return polys, scores
-
-
 def evaluate_model(model, samples, limit_side_len=None, limit_type=None, box_thresh=None, device=None,
                    progress: bool = False) -> dict:
-    """Run :func:`predict_polygons` over samples and score them (see :func:`evaluate_detections`)."""
+    """Score an in-memory ``nn.Module`` on samples (validation during training).
+
+    Runs a :class:`dbdetect.Detector` on a copy of the model (the detector
+    fuses BatchNorm in place), so validation uses exactly the pre- and
+    post-processing of ``dbdetect eval`` and ``dbdetect detect``.
+
+    Args:
+        model: a model with a ``cfg`` dict (train or eval mode; left untouched).
+        samples: list of :class:`~dbdetect.data.Sample`.
+        limit_side_len, limit_type, box_thresh: detector settings; ``None``
+            takes the model cfg's.
+        device: torch device for the forward passes (default: the model's).
+        progress: show a tqdm bar.
+
+    Returns:
+        :func:`evaluate_detections` result.
+    """
+    import copy
+
     from tqdm import tqdm
 
-    from .imageio import load_image
+    from .detector import Detector
 
-    dets = []
-    for s in tqdm(samples, desc="val", disable=not progress, leave=False):
-        polys, _ = predict_polygons(model, load_image(s.image_path), limit_side_len, limit_type, box_thresh, device)
-        dets.append(polys)
+    if device is None:
+        device = next(model.parameters()).device
+    kw = {k: v for k, v in (("limit_side_len", limit_side_len), ("limit_type", limit_type),
+                            ("box_thresh", box_thresh)) if v is not None}
+    det = Detector(model=copy.deepcopy(model).eval(), device=str(device), **kw)
+    dets = [det(s.image_path) for s in tqdm(samples, desc="val", disable=not progress, leave=False)]
     return evaluate_detections(samples, dets)
 
 
@@ -285,7 +268,6 @@ def run(args) -> int:
 
     from .data import load_samples
     from .detector import Detector
-    from .imageio import load_image
 
     samples = load_samples(args.data, fmt=args.format, root=args.root, lenient=args.lenient)
     if args.limit is not None:
@@ -294,7 +276,7 @@ def run(args) -> int:
                             ("box_thresh", args.box_thresh)) if v is not None}
     det = Detector(model=args.model, **kw)
     t0 = time.perf_counter()
-    dets = [det(load_image(s.image_path)) for s in tqdm(samples, desc="eval", unit="img")]
+    dets = [det(s.image_path) for s in tqdm(samples, desc="eval", unit="img")]
     elapsed = time.perf_counter() - t0
     res = evaluate_detections(samples, dets)
     res = {"model": str(args.model), "data": str(args.data), "images": len(samples), "seconds": round(elapsed, 2),

@@ -175,7 +175,11 @@ def apply_bn_mode(model, backbone_frozen: bool, bn: str) -> None:
 def _rng_state():
     import torch
 
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    # tensors and plain types only, so models.create() can read checkpoints with weights_only=True
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    st = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos),
+                                                    int(has_gauss), float(cached)],
+          "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
@@ -185,7 +189,8 @@ def _set_rng_state(st):
     import torch
 
     random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    kind, keys, pos, has_gauss, cached = st["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
@@ -197,19 +202,6 @@ def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def _registry_name(model_arg: str, model) -> str:
-    """The registry name to store as ``arch`` (a checkpoint start keeps its own)."""
-    p = Path(str(model_arg))
-    if p.suffix in (".pt", ".pth") and p.is_file():
-        import torch
-
-        ck = torch.load(p, map_location="cpu", weights_only=False)
-        if isinstance(ck, dict) and "arch" in ck:
-            return ck["arch"]
-    cfg = getattr(model, "cfg", {}) or {}
-    return str(model_arg if not p.suffix else cfg.get("name", model_arg))
 
 
 def plot_metrics(records: list, path: Path) -> None:
@@ -344,8 +336,8 @@ def _train(args, hp, ckpt, out, train_src, val_src, device, rank, world):
             val_samples = val_samples[: args.val_limit]
 
     model = models.create(hp["model"], pretrained=hp["pretrained"])
-    arch = ckpt["arch"] if ckpt else _registry_name(hp["model"], model)
     cfg = dict(model.cfg)
+    arch = ckpt["arch"] if ckpt else cfg["arch"]  # registry name; a checkpoint start keeps its own
     if ckpt:
         model.load_state_dict(ckpt["model"])
     model.to(device)

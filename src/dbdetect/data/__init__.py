@@ -3,9 +3,9 @@
 >>> from dbdetect.data import load_samples, normalize   # doctest: +SKIP
 """
 from .readers import FORMATS, LabelError, Sample, load_samples, read_folder, read_paddle
-from .transforms import augment, inference_size, normalize
+from .transforms import augment, normalize
 
 __all__ = [
     "FORMATS", "LabelError", "Sample", "load_samples", "read_folder", "read_paddle",
-    "augment", "inference_size", "normalize",
+    "augment", "normalize",
 ]

@@ -15,55 +15,9 @@ import math
 import cv2
 import numpy as np
 
-
-def normalize(img_rgb: np.ndarray, cfg: dict) -> np.ndarray:
-    """Turn an RGB uint8 image into the network input, exactly as inference does.
-
-    The one place that knows how a model wants its pixels: channel order from
-    ``cfg["channel_order"]`` ("rgb" or "bgr"), scale to [0, 1], then
-    ``(x - mean) / std`` with ``cfg["mean"]``/``cfg["std"]`` given in the
-    network's channel order (PaddleOCR applies its ImageNet constants to BGR
-    input as listed, and so do we).
-
-    Args:
-        img_rgb: uint8 ``(H, W, 3)`` RGB image (as from ``load_image``).
-        cfg: model config with ``mean``, ``std`` and ``channel_order``.
-
-    Returns:
-        float32 ``(3, H, W)`` C-contiguous array.
-    """
-    if img_rgb.ndim != 3 or img_rgb.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) image, got shape {img_rgb.shape}")
-    order = cfg.get("channel_order", "rgb")
-    if order not in ("rgb", "bgr"):
-        raise ValueError(f"cfg channel_order must be 'rgb' or 'bgr', got {order!r}")
-    img = img_rgb[:, :, ::-1] if order == "bgr" else img_rgb
-    mean = np.asarray(cfg["mean"], dtype=np.float32).reshape(1, 1, 3)
-    std = np.asarray(cfg["std"], dtype=np.float32).reshape(1, 1, 3)
-    x = img.astype(np.float32) * np.float32(1.0 / 255.0)
-    x = (x - mean) / std
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
-
-
-def inference_size(h: int, w: int, limit_side_len: int, limit_type: str, stride: int = 32) -> tuple[int, int]:
-    """Network input size for an ``h x w`` image (PaddleOCR DetResizeForTest rule).
-
-    ``limit_type="max"`` shrinks so the long side is at most ``limit_side_len``;
-    ``"min"`` enlarges so the short side is at least ``limit_side_len``. Both
-    sides are then rounded to a multiple of ``stride`` (at least ``stride``).
-
-    Returns:
-        ``(new_h, new_w)``.
-    """
-    if limit_type == "max":
-        ratio = limit_side_len / max(h, w) if max(h, w) > limit_side_len else 1.0
-    elif limit_type == "min":
-        ratio = limit_side_len / min(h, w) if min(h, w) < limit_side_len else 1.0
-    else:
-        raise ValueError(f"limit_type must be 'min' or 'max', got {limit_type!r}")
-    nh = max(int(round(h * ratio / stride)) * stride, stride)
-    nw = max(int(round(w * ratio / stride)) * stride, stride)
-    return nh, nw
+# The single normalisation (channel order, mean/std) shared with the detector,
+# so training sees exactly the pixels inference will feed the network.
+from ..preprocess import normalize  # noqa: F401  (re-exported)
 
 
 def _affine_points(polys, m: np.ndarray):
