@@ -1,0 +1,112 @@
+"""End-to-end: a few training steps on real ICDAR 2015 images, exact resume, DDP, eval.
+
+Kept tiny (4 images at 256 px, 4 steps) so it fits the CI budget.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dbdetect.cli import main
+
+MODEL = os.environ.get("DBDETECT_TEST_TRAIN_MODEL", "ppocrv4")
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture(scope="module")
+def tiny_set(ic15, tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny_ic15")
+    (d / "images").mkdir()
+    (d / "gts").mkdir()
+    for i in (1, 2, 3, 4):
+        shutil.copy(ic15 / "train" / "images" / f"img_{i}.jpg", d / "images")
+        shutil.copy(ic15 / "train" / "gts" / f"gt_img_{i}.txt", d / "gts")
+    return d
+
+
+def _common(data):
+    # 4 images / batch 2 = 2 steps per epoch; epoch 0 has the backbone frozen
+    return ["train", "--train", str(data), "--val", str(data), "--val-limit", "1", "--val-limit-side-len", "256",
+            "--model", MODEL, "--epochs", "2", "--batch-size", "2", "--size", "256", "--workers", "1",
+            "--freeze-backbone-epochs", "1", "--lr", "1e-3", "--no-progress", "--threads", "2"]
+
+
+def _load(p):
+    return torch.load(p, map_location="cpu", weights_only=False)
+
+
+def _backbone_state(sd):
+    return {k: v for k, v in sd.items() if k.startswith("backbone.")}
+
+
+def test_train_freeze_resume_and_checkpoint_loading(tiny_set, tmp_path):
+    from dbdetect import models
+
+    straight, pieces = tmp_path / "straight", tmp_path / "pieces"
+    assert main(_common(tiny_set) + ["--out", str(straight)]) == 0
+    # the same run in three sessions: stop mid-epoch, stop at the epoch boundary, finish
+    assert main(_common(tiny_set) + ["--out", str(pieces), "--stop-after", "1"]) == 0
+    assert _load(pieces / "last.pt")["step"] == 1
+    assert main(["train", "--resume", str(pieces / "last.pt"), "--stop-after", "1", "--workers", "0",
+                 "--no-progress", "--threads", "2"]) == 0
+    mid = _load(pieces / "last.pt")
+    assert (mid["step"], mid["epoch"]) == (2, 1)
+
+    # frozen epoch: backbone weights and BatchNorm statistics untouched, the rest trained
+    init = models.create(MODEL, pretrained=True).state_dict()
+    bb = _backbone_state(init)
+    assert bb and all(torch.equal(mid["model"][k], v) for k, v in bb.items())
+    neck = [k for k, v in init.items() if k.startswith("neck.") and v.is_floating_point()]
+    assert any(not torch.equal(mid["model"][k], init[k]) for k in neck)
+
+    assert main(["train", "--resume", str(pieces), "--workers", "0", "--no-progress", "--threads", "2"]) == 0
+    a, b = _load(straight / "last.pt"), _load(pieces / "last.pt")
+    assert a["step"] == b["step"] == 4
+    # exact resume: bit-identical weights, and the unfrozen epoch moved the backbone
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert any(not torch.equal(a["model"][k], v) for k, v in bb.items() if v.is_floating_point())
+
+    recs = [json.loads(x) for x in (pieces / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in recs if r["type"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [0, 1] and all(0 <= r["hmean"] <= 1 for r in epochs)
+    for name in ("best.pt", "last.pt", "metrics.png", "args.json"):
+        assert (pieces / name).is_file()
+
+    best = _load(pieces / "best.pt")
+    assert {"arch", "model", "cfg"} <= set(best)
+    m = models.create(str(pieces / "best.pt")).eval()
+    assert m.cfg == best["cfg"]
+    with torch.no_grad():
+        y = m(torch.zeros(1, 3, 64, 64))
+    assert y.shape == (1, 1, 64, 64)
+
+
+def test_eval_cli_on_checkpoint(tiny_set, tmp_path):
+    pytest.importorskip("dbdetect.detector")
+    out = tmp_path / "res.json"
+    assert main(["eval", "--data", str(tiny_set), "--model", MODEL, "--limit", "2", "--limit-side-len", "640",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["images"] == 2 and len(res["per_image"]) == 2
+    assert 0 <= res["hmean"] <= 1 and res["num_gt_care"] > 0
+    assert res["settings"]["limit_side_len"] == 640
+
+
+def test_ddp_two_cpu_processes(tiny_set, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "dbdetect", "train", "--train", str(tiny_set), "--model", MODEL, "--epochs", "1",
+           "--batch-size", "1", "--size", "256", "--workers", "0", "--no-progress", "--out", str(tmp_path / "ddp"),
+           "--device", "cpu"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    args = json.loads((tmp_path / "ddp" / "args.json").read_text())
+    # 4 images over 2 processes at batch 1: 2 steps per epoch
+    assert args["world_size"] == 2 and args["steps_per_epoch"] == 2
+    assert _load(tmp_path / "ddp" / "last.pt")["step"] == 2

@@ -1,0 +1,66 @@
+"""Pieces of the trainer that need no model: schedule, sampler, plot, run-folder safety."""
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from dbdetect.cli import main
+from dbdetect.data.dataset import EpochBatchSampler, steps_per_epoch
+from dbdetect.train import lr_lambda_factory, plot_metrics
+
+
+def test_lr_schedule_warmup_then_cosine():
+    f = lr_lambda_factory(total_steps=110, warmup_steps=10, min_ratio=0.1)
+    assert f(0) == pytest.approx(0.1) and f(4) == pytest.approx(0.5) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the cosine
+    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+    vals = [f(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(vals, vals[1:]))
+
+
+def test_sampler_is_deterministic_sharded_and_resumable():
+    s = EpochBatchSampler(10, 3, seed=5)
+    s.set_epoch(2)
+    full = list(s)
+    assert len(full) == len(s) == steps_per_epoch(10, 3) == 3
+    assert all(len(b) == 3 and all(e == 2 for _, e in b) for b in full)
+    assert len({i for b in full for i, _ in b}) == 9
+    s.set_epoch(2, start_batch=1)
+    assert list(s) == full[1:]
+    s.set_epoch(3)
+    assert list(s) != full  # a new epoch reshuffles
+    # two ranks: disjoint shards of equal length
+    r0, r1 = EpochBatchSampler(10, 2, seed=5, rank=0, world=2), EpochBatchSampler(10, 2, seed=5, rank=1, world=2)
+    a = {i for b in r0 for i, _ in b}
+    b = {i for b in r1 for i, _ in b}
+    assert len(r0) == len(r1) == 2 and not (a & b)
+    # fewer images than a batch still gives one (smaller) batch
+    tiny = EpochBatchSampler(3, 8)
+    assert [len(b) for b in tiny] == [3]
+
+
+def test_plot_metrics_writes_png(tmp_path):
+    recs = [{"type": "train", "step": s, "loss": 3.0 / (s + 1)} for s in range(1, 30, 3)]
+    recs += [{"type": "epoch", "step": 10 * e, "hmean": 0.2 * e} for e in range(1, 4)]
+    plot_metrics(recs, tmp_path / "m.png")
+    img = cv2.imread(str(tmp_path / "m.png"))
+    assert img is not None and img.shape[0] > 100 and (img < 250).any()
+    plot_metrics([], tmp_path / "empty.png")  # no data yet: still a valid image
+    assert cv2.imread(str(tmp_path / "empty.png")) is not None
+
+
+def test_refuses_non_empty_run_dir(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("keep me")
+    rc = main(["train", "--train", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert rc == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (tmp_path / "run" / "notes.txt").read_text() == "keep me"
+
+
+def test_resume_needs_a_checkpoint(tmp_path, capsys):
+    rc = main(["train", "--resume", str(tmp_path / "nope" / "last.pt")])
+    assert rc == 2 and "no checkpoint" in capsys.readouterr().err
