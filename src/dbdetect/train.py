@@ -371,9 +371,16 @@ def _train(args, hp, ckpt, out, train_src, val_src, device, rank, world):
     dataset = DetDataset(train_samples, cfg, size=hp["size"], augment=True, shrink_ratio=hp["shrink_ratio"],
                          seed=hp["seed"])
     sampler = EpochBatchSampler(len(dataset), hp["batch_size"], seed=hp["seed"], rank=rank, world=world)
+    worker_kw = {}
+    if args.workers:
+        import multiprocessing as mp
+
+        # Workers forked after validation inherit OpenCV/OpenMP thread pools in a
+        # locked state and can hang; start them clean, once, and keep them.
+        ctx = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        worker_kw = dict(worker_init_fn=worker_init, persistent_workers=True, multiprocessing_context=ctx)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers,
-                                         collate_fn=collate, worker_init_fn=worker_init if args.workers else None,
-                                         pin_memory=device.type == "cuda", persistent_workers=False,
+                                         collate_fn=collate, pin_memory=device.type == "cuda", **worker_kw,
                                          # own generator: creating an iterator must not consume the global RNG
                                          # (model randomness), or resume would be off by one draw
                                          generator=torch.Generator().manual_seed(hp["seed"]))
