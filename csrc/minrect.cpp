@@ -193,12 +193,15 @@ RotRect min_area_rect_i32(const int32_t* xy, std::size_t n, std::vector<int32_t>
   RotRect r;
   convex_hull_i32(xy, n, hull, scratch);
   const int m = static_cast<int>(hull.size() / 2);
+  // cv2 >= 4.13 (opencv#28051) runs the calipers over the counter-clockwise
+  // hull, which is exactly the clockwise one reversed (same vertices, last
+  // vertex first); the float32 rounding depends on that order.
   std::vector<float> fx(m), fy(m);
   for (int i = 0; i < m; ++i) {
-    fx[i] = static_cast<float>(hull[2 * i]);
-    fy[i] = static_cast<float>(hull[2 * i + 1]);
+    fx[i] = static_cast<float>(hull[2 * (m - 1 - i)]);
+    fy[i] = static_cast<float>(hull[2 * (m - 1 - i) + 1]);
   }
-  float angle = 0.f;
+  double angle = 0;  // degrees
   if (m > 2) {
     float o[6];
     calipers(fx.data(), fy.data(), m, o);
@@ -208,7 +211,7 @@ RotRect min_area_rect_i32(const int32_t* xy, std::size_t n, std::vector<int32_t>
                                            static_cast<double>(o[3]) * o[3]));
     r.height = static_cast<float>(std::sqrt(static_cast<double>(o[4]) * o[4] +
                                             static_cast<double>(o[5]) * o[5]));
-    angle = static_cast<float>(std::atan2(static_cast<double>(o[3]), static_cast<double>(o[2])));
+    angle = std::atan2(static_cast<double>(o[3]), static_cast<double>(o[2])) * 180 / kPi;
   } else if (m == 2) {
     r.cx = (fx[0] + fx[1]) * 0.5f;
     r.cy = (fy[0] + fy[1]) * 0.5f;
@@ -216,32 +219,44 @@ RotRect min_area_rect_i32(const int32_t* xy, std::size_t n, std::vector<int32_t>
     const double dy = static_cast<double>(fy[1]) - fy[0];
     r.width = static_cast<float>(std::sqrt(dx * dx + dy * dy));
     r.height = 0.f;
-    angle = static_cast<float>(std::atan2(dy, dx));
+    angle = std::atan2(dy, dx) * 180 / kPi;
   } else if (m == 1) {
     r.cx = fx[0];
     r.cy = fy[0];
   }
-  const float a180 = angle * 180;
-  r.angle_deg = static_cast<float>(a180 / kPi);
+  // The angle is brought into [-90, 0) in double, swapping the sides at
+  // each quarter turn, and rounded to float32 once.
+  if (m >= 2) {
+    for (int guard = 0; angle >= 0 && guard < 8; ++guard) {
+      std::swap(r.width, r.height);
+      angle -= 90;
+    }
+    for (int guard = 0; angle < -90 && guard < 8; ++guard) {
+      std::swap(r.width, r.height);
+      angle += 90;
+    }
+  }
+  r.angle_deg = static_cast<float>(angle);
   return r;
 }
 
 float mini_box(const RotRect& r, float out[8]) {
-  // cv2 (>= 4.x) evaluates the corners in double and rounds them once.
+  // cv2.boxPoints as in OpenCV 5: float32 arithmetic with sin/cos taken in
+  // double, and all four corners computed from the centre (the third and
+  // fourth are not reflected through it), in this order.
   const double ang = r.angle_deg * kPi / 180.;
-  const double b = std::cos(ang) * 0.5, a = std::sin(ang) * 0.5;
-  const double cx = r.cx, cy = r.cy, w = r.width, h = r.height;
-  const double q0x = cx - a * h - b * w, q0y = cy + b * h - a * w;
-  const double q1x = cx + a * h - b * w, q1y = cy - b * h - a * w;
+  const float b = static_cast<float>(std::cos(ang)) * 0.5f;
+  const float a = static_cast<float>(std::sin(ang)) * 0.5f;
+  const float ah = a * r.height, bw = b * r.width, bh = b * r.height, aw = a * r.width;
   float p[4][2];
-  p[0][0] = static_cast<float>(q0x);
-  p[0][1] = static_cast<float>(q0y);
-  p[1][0] = static_cast<float>(q1x);
-  p[1][1] = static_cast<float>(q1y);
-  p[2][0] = static_cast<float>(2 * cx - q0x);
-  p[2][1] = static_cast<float>(2 * cy - q0y);
-  p[3][0] = static_cast<float>(2 * cx - q1x);
-  p[3][1] = static_cast<float>(2 * cy - q1y);
+  p[0][0] = r.cx - ah - bw;
+  p[0][1] = r.cy + bh - aw;
+  p[1][0] = r.cx + ah - bw;
+  p[1][1] = r.cy - bh - aw;
+  p[2][0] = r.cx + ah + bw;
+  p[2][1] = r.cy - bh + aw;
+  p[3][0] = r.cx - ah + bw;
+  p[3][1] = r.cy + bh + aw;
   // Stable sort by x (Python's sorted), then pick top/bottom on each side.
   int idx[4] = {0, 1, 2, 3};
   std::stable_sort(idx, idx + 4, [&](int i, int j) { return p[i][0] < p[j][0]; });

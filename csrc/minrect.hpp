@@ -2,7 +2,8 @@
 // numerics. The reference truncates box corners to integers (pyclipper) and
 // rounds scaled corners, so a corner that cv2 computes as 344.99997 must come
 // out the same here: the rotating calipers run in float32 with the same
-// operation order and hull orientation as OpenCV, not in double.
+// operation order and hull orientation as OpenCV (>= 4.13: counter-clockwise
+// hull, angle normalised to [-90, 0)), not in double.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -24,7 +25,8 @@ void convex_hull_i32(const int32_t* xy, std::size_t n, std::vector<int32_t>& hul
 RotRect min_area_rect_i32(const int32_t* xy, std::size_t n, std::vector<int32_t>& hull,
                           std::vector<int64_t>& scratch);
 
-// cv2.boxPoints followed by PaddleOCR's get_mini_boxes ordering: writes
+// cv2.boxPoints (float32, OpenCV 5 corner formulas) followed by PaddleOCR's
+// get_mini_boxes ordering: writes
 // 8 floats (top-left, top-right, bottom-right, bottom-left) and returns the
 // short side min(width, height).
 float mini_box(const RotRect& r, float out[8]);

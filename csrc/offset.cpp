@@ -75,8 +75,10 @@ bool offset_round_raw(const int64_t* xy, std::size_t n, double delta,
     out.push_back(round_away(y));
   };
   out.reserve(static_cast<std::size_t>(len) * 8);
+  // Clipper's OffsetPoint advances k only after a join: a nearly straight
+  // vertex keeps the previous edge's normal for the next vertex.
   int k = len - 1;
-  for (int j = 0; j < len; k = j, ++j) {
+  for (int j = 0; j < len; ++j) {
     const double sx = static_cast<double>(src[2 * j]), sy = static_cast<double>(src[2 * j + 1]);
     double sin_a = nrm[k].x * nrm[j].y - nrm[j].x * nrm[k].y;
     const double cos_a = nrm[k].x * nrm[j].x + nrm[j].y * nrm[k].y;
@@ -108,6 +110,7 @@ bool offset_round_raw(const int64_t* xy, std::size_t n, double delta,
       }
       push(sx + nrm[j].x * delta, sy + nrm[j].y * delta);
     }
+    k = j;
   }
   return true;
 }
@@ -253,15 +256,48 @@ void union_positive(const std::vector<int64_t>& path,
       e = nx;
     }
     if (!closed) continue;
-    // Drop collinear points (Clipper's default output has none).
-    std::vector<double> poly;
+    // Clipper stores every vertex, intersections included, as integers and
+    // then drops repeated points and points collinear with their neighbours
+    // (spikes too) until none is left; a loop that collapses to fewer than
+    // three points disappears. Doing the same keeps the number of loops (the
+    // reference keeps only single-loop expansions) and the vertices equal.
     const std::size_t L = loop.size();
+    std::vector<int64_t> qx(L), qy(L);
     for (std::size_t k = 0; k < L; ++k) {
-      const int p0 = loop[(k + L - 1) % L], p1 = loop[k], p2 = loop[(k + 1) % L];
-      const double c = (vx[p1] - vx[p0]) * (vy[p2] - vy[p1]) - (vy[p1] - vy[p0]) * (vx[p2] - vx[p1]);
-      if (std::fabs(c) <= 1e-9) continue;
-      poly.push_back(vx[p1]);
-      poly.push_back(vy[p1]);
+      qx[k] = round_away(vx[loop[k]]);
+      qy[k] = round_away(vy[loop[k]]);
+    }
+    std::vector<std::size_t> prv(L), nxt_(L);
+    for (std::size_t k = 0; k < L; ++k) {
+      prv[k] = (k + L - 1) % L;
+      nxt_[k] = (k + 1) % L;
+    }
+    std::size_t alive = L, pp = 0, last_ok = L;
+    while (alive >= 3) {
+      const std::size_t a0 = prv[pp], a2 = nxt_[pp];
+      const bool dup = (qx[pp] == qx[a2] && qy[pp] == qy[a2]) || (qx[pp] == qx[a0] && qy[pp] == qy[a0]);
+      const bool col = (qy[a0] - qy[pp]) * (qx[pp] - qx[a2]) == (qx[a0] - qx[pp]) * (qy[pp] - qy[a2]);
+      if (dup || col) {
+        last_ok = L;
+        nxt_[a0] = a2;
+        prv[a2] = a0;
+        --alive;
+        pp = a0;
+      } else if (pp == last_ok) {
+        break;
+      } else {
+        if (last_ok == L) last_ok = pp;
+        pp = a2;
+      }
+    }
+    std::vector<double> poly;
+    if (alive >= 3) {
+      std::size_t k = pp;
+      do {
+        poly.push_back(static_cast<double>(qx[k]));
+        poly.push_back(static_cast<double>(qy[k]));
+        k = nxt_[k];
+      } while (k != pp);
     }
     if (poly.size() >= 6) loops.push_back(std::move(poly));
   }

@@ -265,16 +265,31 @@ void approx_poly_closed(const int32_t* xy, std::size_t n, double eps,
     stack.pop_back();
     const double sx = X(sl.first), sy = Y(sl.first), ex = X(sl.second), ey = Y(sl.second);
     const double dx = ex - sx, dy = ey - sy;
+    const double len2 = dx * dx + dy * dy;
+    // Squared distance to the segment (not the line), times len2, as
+    // cv2 >= 4.13 does (opencv#28119): points projecting beyond an end are
+    // measured to that end.
     double best = 0;
     std::size_t split = sl.first;
     for (std::size_t k = sl.first + 1; k < sl.second; ++k) {
-      const double d = std::fabs((Y(k) - sy) * dx - (X(k) - sx) * dy);
+      const double qx = X(k) - sx, qy = Y(k) - sy;
+      const double proj = qx * dx + qy * dy;
+      double d;
+      if (proj < 0) {
+        d = (qx * qx + qy * qy) * len2;
+      } else if (proj > len2) {
+        const double rx = X(k) - ex, ry = Y(k) - ey;
+        d = (rx * rx + ry * ry) * len2;
+      } else {
+        const double c = qy * dx - qx * dy;
+        d = c * c;
+      }
       if (d > best) {
         best = d;
         split = k;
       }
     }
-    if (sl.second - sl.first <= 1 || best * best <= eps2 * (dx * dx + dy * dy)) {
+    if (sl.second - sl.first <= 1 || best <= eps2 * len2) {
       res.push_back(static_cast<int32_t>(X(sl.first)));
       res.push_back(static_cast<int32_t>(Y(sl.first)));
     } else {
@@ -282,33 +297,49 @@ void approx_poly_closed(const int32_t* xy, std::size_t n, double eps,
       stack.emplace_back(sl.first, split);
     }
   }
-  // Final clean-up as cv2 does: drop points lying (almost) on the segment
-  // between their neighbours.
-  std::size_t cnt = res.size() / 2;
-  std::vector<int32_t> keep;
-  keep.reserve(res.size());
-  std::vector<char> removed(cnt, 0);
-  for (std::size_t i = 0; i < cnt && cnt > 2; ++i) {
-    std::size_t a = (i + cnt - 1) % cnt;
-    while (removed[a] && a != i) a = (a + cnt - 1) % cnt;
-    const std::size_t b = (i + 1) % cnt;
-    const double ax = res[2 * a], ay = res[2 * a + 1];
-    const double px = res[2 * i], py = res[2 * i + 1];
-    const double bx = res[2 * b], by = res[2 * b + 1];
-    const double dx = bx - ax, dy = by - ay;
-    const double dist = std::fabs((px - ax) * dy - (py - ay) * dx);
-    const double inner = (px - ax) * (bx - px) + (py - ay) * (by - py);
-    std::size_t alive = 0;
-    for (char r : removed) alive += !r;
-    if (alive > 3 && dist * dist <= 0.5 * eps2 * (dx * dx + dy * dy) && dx != 0 && dy != 0 &&
-        inner >= 0)
-      removed[i] = 1;
+  // Final clean-up pass of cv2.approxPolyDP, reproduced step for step
+  // because its result depends on the streaming order: one sweep around the
+  // ring that compacts the array in place (the write cursor trails the read
+  // cursor and the last reads wrap onto already rewritten slots), and after
+  // dropping a point the following one becomes the new anchor untested.
+  const int cnt = static_cast<int>(res.size() / 2);
+  int kept = cnt;
+  if (cnt > 0) {
+    auto rd = [&](int& pos, int32_t& x, int32_t& y) {
+      x = res[2 * pos];
+      y = res[2 * pos + 1];
+      if (++pos >= cnt) pos = 0;
+    };
+    auto wr = [&](int& wpos, int32_t x, int32_t y) {
+      res[2 * wpos] = x;
+      res[2 * wpos + 1] = y;
+      if (++wpos >= cnt) wpos = 0;
+    };
+    int pos = cnt - 1;
+    int32_t sx, sy, px, py, ex, ey;
+    rd(pos, sx, sy);
+    int wpos = pos;
+    rd(pos, px, py);
+    for (int i = 0; i < cnt && kept > 2; ++i) {
+      rd(pos, ex, ey);
+      const double dx = static_cast<double>(ex) - sx, dy = static_cast<double>(ey) - sy;
+      const double dist = std::fabs((px - sx) * dy - (py - sy) * dx);
+      const double inner = static_cast<double>(px - sx) * (ex - px) +
+                           static_cast<double>(py - sy) * (ey - py);
+      if (dist * dist <= 0.5 * eps2 * (dx * dx + dy * dy) && dx != 0 && dy != 0 && inner >= 0) {
+        --kept;
+        sx = ex, sy = ey;
+        wr(wpos, sx, sy);
+        rd(pos, px, py);
+        ++i;
+        continue;
+      }
+      sx = px, sy = py;
+      wr(wpos, sx, sy);
+      px = ex, py = ey;
+    }
   }
-  for (std::size_t i = 0; i < cnt; ++i) {
-    if (removed[i]) continue;
-    out.push_back(res[2 * i]);
-    out.push_back(res[2 * i + 1]);
-  }
+  out.assign(res.begin(), res.begin() + 2 * kept);
 }
 
 void boxes_from_prob(const float* prob, int h, int w, int dest_h, int dest_w,

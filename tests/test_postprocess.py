@@ -23,7 +23,7 @@ def _rot_rects(rng, shape=(320, 480), n=30, axis_frac=0.4):
     return cv2.GaussianBlur(img, (5, 5), 1.5)
 
 
-def _curved_bands(rng, shape=(320, 480), n=6):
+def _curved_bands(rng, shape=(320, 480), n=10):
     h, w = shape
     img = np.zeros(shape, np.float32)
     for _ in range(n):
@@ -52,6 +52,11 @@ def _check(total, min_rate=0.99, min_boxes=20):
     assert total["score_ok"] >= min_rate * total["ref_matched"], total
 
 
+# Maps per synthetic set: enough that every set holds hundreds of boxes, so
+# the issue's 99 % bound is a real bound (one miss is well under 1 %).
+_N_MAPS = {"_rot_rects": 60, "_curved_bands": 80, "_touching_blobs": 16}
+
+
 @pytest.mark.parametrize("kw", [
     dict(box_type="quad"),
     dict(box_type="quad", score_mode="slow"),
@@ -63,8 +68,11 @@ def test_synthetic_maps_match_reference(kw, maker):
     rng = np.random.default_rng(zlib.crc32(repr((maker.__name__, kw)).encode()))
     if maker is _curved_bands and kw["box_type"] == "quad":
         kw = dict(kw, box_thresh=0.3)  # a rectangle around an arc is mostly background
+    n_maps = _N_MAPS[maker.__name__]
+    if kw.get("score_mode") == "slow" and maker is not _touching_blobs:
+        n_maps //= 2  # hole contours give large boxes, slow to compare
     total = {}
-    for _ in range(12):
+    for _ in range(n_maps):
         prob = maker(rng)
         dest = (int(prob.shape[0] * 1.5), int(prob.shape[1] * 1.5))
         r = ref.boxes_from_prob(prob, dest, **kw)
@@ -72,10 +80,7 @@ def test_synthetic_maps_match_reference(kw, maker):
         assert all(p.dtype == np.float32 and p.ndim == 2 and p.shape[1] == 2 for p in m[0])
         assert m[1].dtype == np.float32 and len(m[1]) == len(m[0])
         add(total, match(*r, *m))
-    # Small synthetic sets: a single cv2 min-area-rectangle tie broken the other
-    # way is already 2-5 % here, so these sets check for gross errors only; the
-    # 99 % acceptance is measured on ICDAR maps below and in bench/postprocess.py.
-    _check(total, min_rate=0.9, min_boxes=10)
+    _check(total, min_rate=0.99, min_boxes=150)
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +101,13 @@ def test_icdar_maps_match_reference(ic15_maps, kw):
     _check(total, min_boxes=10)
 
 
-def test_dense_map_matches_reference():
+@pytest.mark.parametrize("box_type", ["quad", "poly"])
+def test_dense_map_matches_reference(box_type):
     prob = dense_map(500)
-    r = ref.boxes_from_prob(prob, (720, 1280))
-    m = postprocess.boxes_from_prob(prob, (720, 1280))
+    r = ref.boxes_from_prob(prob, (720, 1280), box_type=box_type)
+    m = postprocess.boxes_from_prob(prob, (720, 1280), box_type=box_type)
     assert len(r[0]) > 400
-    # Measured 98.98 %: the misses are rotated staircase blobs where several
-    # rectangles have nearly the same area and cv2's float32 calipers pick
-    # another one than ours (see the dbdetect.postprocess docstring).
-    _check(match(*r, *m), min_rate=0.98)
+    _check(match(*r, *m), min_rate=0.99)
 
 
 def test_quad_boxes_are_clockwise_from_top_left():
@@ -182,6 +185,7 @@ def test_fill_poly_equals_cv2(lo, hi):
 
 def test_min_area_box_matches_cv2():
     rng = np.random.default_rng(2)
+    exact = 0
     for _ in range(500):
         pts = rng.integers(-50, 300, (int(rng.integers(3, 30)), 2)).astype(np.int32)
         box, side = _native.postprocess_min_area_box(pts)
@@ -189,22 +193,24 @@ def test_min_area_box_matches_cv2():
         rect = cv2.minAreaRect(pts)
         mine_area = np.linalg.norm(box[1] - box[0]) * np.linalg.norm(box[2] - box[1])
         assert mine_area == pytest.approx(rect[1][0] * rect[1][1], rel=1e-4, abs=1e-3)
-        # cv2 breaks exact area ties arbitrarily; without a tie the box is the same.
-        if side == pytest.approx(rside, rel=1e-5, abs=1e-5):
-            np.testing.assert_allclose(box, rbox, atol=2e-3)
+        # Bit-identical corners are what keeps the reference's integer
+        # truncation (pyclipper, int32 scoring) the same; cv2 breaks exact area
+        # ties its own way, so a rare tie may differ.
+        exact += np.array_equal(box, rbox.astype(np.float32)) and np.float32(side) == np.float32(rside)
         # Every point lies inside the (slightly grown) rectangle.
         c = box.mean(0)
         grown = c + (box - c) * 1.001 + np.sign(box - c) * 1e-3
         inside = [cv2.pointPolygonTest(grown.reshape(-1, 1, 2), (float(x), float(y)), False) >= 0
                   for x, y in pts]
         assert all(inside)
+    assert exact >= 495, exact  # measured 499 of 500 with OpenCV 5.0
 
 
 def test_unclip_matches_pyclipper():
     import pyclipper
 
     rng = np.random.default_rng(5)
-    same_count = 0
+    same_count = same_vertices = 0
     for t in range(200):
         n = int(rng.integers(3, 14))
         ang = np.sort(rng.uniform(0, 2 * np.pi, n))
@@ -218,7 +224,12 @@ def test_unclip_matches_pyclipper():
         same_count += len(got) == len(want)
         if len(want) == 1 and len(got) == 1:
             assert poly_iou(np.array(want[0]), got[0]) > 0.97
-    assert same_count >= 195
+            assert np.array_equal(got[0], np.round(got[0]))  # integer vertices, as Clipper
+            same_vertices += set(map(tuple, want[0])) == set(map(tuple, got[0].astype(int).tolist()))
+    assert same_count == 200
+    # Clipper's sweep rounds intersection points in its own way; the rest of
+    # the vertices are the same (measured 175 of 200 identical vertex sets).
+    assert same_vertices >= 160, same_vertices
 
 
 # ---------------------------------------------------------------- bad input
@@ -305,4 +316,4 @@ def test_approx_poly_matches_cv2():
             got = _native.postprocess_approx(np.ascontiguousarray(c.reshape(-1, 2)), eps)
             total += 1
             same += got.shape == want.shape and np.array_equal(got, want)
-    assert total > 50 and same >= 0.95 * total, (same, total)
+    assert total > 50 and same >= 0.99 * total, (same, total)  # measured: all equal

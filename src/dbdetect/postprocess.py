@@ -19,11 +19,12 @@ Implementation notes (csrc/contours.cpp, minrect.cpp, offset.cpp, postprocess.cp
   (RETR_LIST, last found first) equal cv2.findContours'. Hole borders are
   candidates too, as in the reference (they are usually dropped by the score).
 * Rectangles: convex hull in cv2.convexHull's vertex order, float32 rotating
-  calipers and double cv2.boxPoints, because the reference truncates corners
-  to integers (pyclipper) and a corner at 44.99998 vs 45.0 moves a box by a
-  pixel. cv2 5.x still differs in the last float bits for some hulls, which
-  rarely picks another of several near-equal-area rectangles on staircase
-  blobs (about 1 % of boxes on a dense synthetic map, none seen on ICDAR maps).
+  calipers over it reversed (counter-clockwise, as OpenCV >= 4.13 does), the
+  angle brought into [-90, 0) in double, and cv2.boxPoints' float32 corners,
+  because the reference truncates corners to integers (pyclipper) and a
+  corner at 44.99998 vs 45.0 moves a box by a pixel. Measured bit-identical
+  to cv2 5.0 for 99 % of contours and random point sets; the rest are exact
+  area ties that cv2 breaks its own way.
 * Unclip ("quad"): the reference's pyclipper round-join offset is reproduced
   point for point (integer rounding, arc steps for tolerance 0.25) and the
   rectangle is refitted. The shortcut "grow the rectangle by D" is exact only
@@ -31,9 +32,16 @@ Implementation notes (csrc/contours.cpp, minrect.cpp, offset.cpp, postprocess.cp
   by up to a pixel (IoU < 0.95 on 10-pixel boxes), so it is not used.
 * Unclip ("poly"): the same raw offset path, then a union under the positive
   fill rule written here: split edges at their intersections, keep pieces
-  whose two sides differ in coverage, chain them into loops. Candidates whose
+  whose two sides differ in coverage, chain them into loops, then round the
+  vertices to integers and drop repeated and collinear points until none is
+  left, as Clipper does (loops that collapse vanish, which decides the
+  reference's "exactly one loop" rule on small polygons). Candidates whose
   expansion is not exactly one loop are dropped, as in the reference.
-  Polygon approximation is Douglas-Peucker in the manner of cv2.approxPolyDP.
+  The offset follows Clipper's OffsetPoint closely, including that a nearly
+  straight vertex does not advance the previous-edge index (missing this
+  shifted the outline of small polygons by a pixel).
+  Polygon approximation is cv2.approxPolyDP: point-to-segment distances as
+  OpenCV >= 4.13 (opencv#28119) and its in-place clean-up pass step for step.
 * Scores: mean of prob under a cv2.fillPoly-exact mask (16.16 fixed-point
   spans plus the 8-connected outline, clipped lines as OpenCV >= 4).
 * Output corners are rounded and clipped to [0, width] x [0, height] like the
