@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from dataclasses import dataclass
@@ -94,7 +95,8 @@ class Detector:
         from . import models
 
         if isinstance(model, torch.nn.Module):
-            net = model
+            # A copy: fusing BatchNorm must not touch a model that is still training.
+            net = copy.deepcopy(model)
             if not isinstance(getattr(net, "cfg", None), dict):
                 raise TypeError("a model passed as nn.Module needs a .cfg dict (see dbdetect.models.create)")
         else:
