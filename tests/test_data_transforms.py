@@ -168,3 +168,12 @@ def test_normalize_follows_cfg():
     np.testing.assert_allclose(x[:, 0, 0], [(0 - 0.5) / 0.5, (0 - 0.25) / 0.25, (1 - 0.0) / 1.0], rtol=1e-5, atol=1e-6)
     x = T.normalize(img, {**cfg, "channel_order": "rgb"})
     np.testing.assert_allclose(x[:, 0, 0], [(1 - 0.5) / 0.5, -1.0, 0.0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_random_crop_limits_aspect(seed):
+    rng = np.random.default_rng(seed)
+    img, polys = _scene(rng, 180, 480)
+    x0, y0, x1, y1 = T.random_crop_box(img.shape, polys, [False] * 3, rng, max_aspect=2.0)
+    cw, ch = x1 - x0, y1 - y0
+    assert (x0, y0, x1, y1) == (0, 0, 480, 180) or max(cw, ch) <= 2.0 * min(cw, ch)

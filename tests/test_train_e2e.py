@@ -70,6 +70,10 @@ def test_train_freeze_resume_and_checkpoint_loading(tiny_set, tmp_path):
     # exact resume: bit-identical weights, and the unfrozen epoch moved the backbone
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert any(not torch.equal(a["model"][k], v) for k, v in bb.items() if v.is_floating_point())
+    # fine-tuning from pretrained weights keeps BatchNorm statistics (--bn auto -> frozen)
+    stats = [k for k in init if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(a["model"][k], init[k]) for k in stats)
+    assert json.loads((pieces / "args.json").read_text())["hparams"]["bn"] == "frozen"
 
     recs = [json.loads(x) for x in (pieces / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in recs if r["type"] == "epoch"]

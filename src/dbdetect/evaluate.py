@@ -257,6 +257,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--limit-type", choices=("min", "max"), default=None, help="resize rule (default: the model's)")
     p.add_argument("--box-thresh", type=float, default=None, help="box score threshold (default: the model's)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default=None, help="write the full results (global + per image) as JSON here")
     p.set_defaults(func=run)
     return p
@@ -274,7 +276,7 @@ def run(args) -> int:
         samples = samples[: args.limit]
     kw = {k: v for k, v in (("limit_side_len", args.limit_side_len), ("limit_type", args.limit_type),
                             ("box_thresh", args.box_thresh)) if v is not None}
-    det = Detector(model=args.model, **kw)
+    det = Detector(model=args.model, device=args.device, num_threads=args.threads, **kw)
     t0 = time.perf_counter()
     dets = [det(s.image_path) for s in tqdm(samples, desc="eval", unit="img")]
     elapsed = time.perf_counter() - t0

@@ -20,6 +20,16 @@ with the very batches the interrupted run would have drawn.
 Multi-process: ``torchrun --nproc-per-node N -m dbdetect train ...`` runs
 DistributedDataParallel (NCCL on CUDA, gloo on CPU); ``--batch-size`` is per
 process.
+
+Fine-tuning PP-OCRv4 on ICDAR 2015 on a 2-core CPU (about an hour when the
+machine is otherwise idle; ``--time-limit`` stops resumably if it is not)::
+
+    dbdetect train --train ../shared/data/icdar2015/train --val ../shared/data/icdar2015/test \\
+        --val-limit 100 --val-every 2 --model ppocrv4 --epochs 6 --freeze-backbone-epochs 2 \\
+        --batch-size 8 --size 640 --lr 1e-4 --threads 2 --workers 1 --save-every 50 \\
+        --time-limit 70 --out runs/ic15_v4
+    dbdetect eval --data ../shared/data/icdar2015/test --model runs/ic15_v4/best.pt --threads 2 \\
+        --out runs/ic15_v4/test_results.json
 """
 from __future__ import annotations
 
@@ -41,7 +51,7 @@ import numpy as np
 HPARAMS = {
     "model": "ppocrv4", "pretrained": True, "format": "auto", "root": None, "lenient": False,
     "epochs": 10, "batch_size": 8, "lr": 1e-4, "weight_decay": 1e-4, "warmup_steps": None,
-    "min_lr_ratio": 0.0, "freeze_backbone_epochs": 0, "bn": "train", "size": 640, "alpha": 1.0, "beta": 10.0,
+    "min_lr_ratio": 0.0, "freeze_backbone_epochs": 0, "bn": "auto", "size": 640, "alpha": 1.0, "beta": 10.0,
     "shrink_ratio": 0.4, "clip_grad": 5.0, "seed": 0, "max_steps": None, "amp": True,
 }
 
@@ -70,9 +80,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--min-lr-ratio", type=float, default=None, help="cosine floor as a fraction of --lr (default 0)")
     p.add_argument("--freeze-backbone-epochs", type=int, default=None,
                    help="keep the backbone (weights and BatchNorm statistics) frozen for the first N epochs (default 0)")
-    p.add_argument("--bn", choices=("train", "frozen"), default=None,
+    p.add_argument("--bn", choices=("auto", "train", "frozen"), default=None,
                    help="BatchNorm outside frozen parts: 'train' updates statistics, 'frozen' keeps the pretrained "
-                        "ones (better with small batches) (default train)")
+                        "ones; 'auto' (default) = frozen when starting from trained weights, else train")
     p.add_argument("--size", type=int, default=None, help=f"square training size, multiple of 32 (default {d['size']})")
     p.add_argument("--alpha", type=float, default=None, help="weight of the binary-map dice loss (default 1)")
     p.add_argument("--beta", type=float, default=None, help="weight of the threshold-map L1 loss (default 10)")
@@ -295,6 +305,9 @@ def run(args) -> int:
     val_src = args.val if args.val is not None else (ckpt["train_state"].get("val") if ckpt else None)
     if not train_src:
         raise ValueError("--train DIR_OR_LABELS is required")
+    # absolute, so --resume works from any working directory
+    train_src = str(Path(train_src).resolve())
+    val_src = str(Path(val_src).resolve()) if val_src else None
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -336,6 +349,13 @@ def _train(args, hp, ckpt, out, train_src, val_src, device, rank, world):
             val_samples = val_samples[: args.val_limit]
 
     model = models.create(hp["model"], pretrained=hp["pretrained"])
+    if hp["bn"] == "auto":
+        # Batch statistics of small, padded training crops are far from the
+        # pretrained running statistics (PP-OCRv4 on ICDAR 2015: balanced BCE
+        # 10.6 with batch statistics vs 1.5 with running ones on the same
+        # batch), so fine-tuning keeps the pretrained ones.
+        from_weights = hp["pretrained"] or Path(str(hp["model"])).suffix in (".pt", ".pth", ".ckpt")
+        hp["bn"] = "frozen" if from_weights else "train"
     cfg = dict(model.cfg)
     arch = ckpt["arch"] if ckpt else cfg["arch"]  # registry name; a checkpoint start keeps its own
     if ckpt:

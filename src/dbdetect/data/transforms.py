@@ -82,13 +82,17 @@ def _pick_pair(cuts: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
 
 
 def random_crop_box(shape, polys: list, ignore: list, rng: np.random.Generator,
-                    min_crop_ratio: float = 0.1, max_tries: int = 10) -> tuple[int, int, int, int]:
+                    min_crop_ratio: float = 0.1, max_tries: int = 20,
+                    max_aspect: float = 2.0) -> tuple[int, int, int, int]:
     """Pick a crop ``(x0, y0, x1, y1)`` (end exclusive) that cuts no text box.
 
     Crop edges are only placed on rows/columns that no polygon's bounding box
     spans, and the crop must hold at least one whole non-ignored polygon.
     Falls back to the whole image after ``max_tries`` (as the DBNet reference
-    ``RandomCropData``).
+    ``RandomCropData``). Unlike the reference, crops longer than ``max_aspect``
+    times their width (or vice versa) are rejected: a thin strip fitted into
+    a square canvas is mostly padding, which wastes compute and skews the
+    BatchNorm statistics.
     """
     h, w = shape[:2]
     full = (0, 0, w, h)
@@ -100,7 +104,8 @@ def random_crop_box(shape, polys: list, ignore: list, rng: np.random.Generator,
     for _ in range(max_tries):
         x0, x1 = _pick_pair(xcuts, rng)
         y0, y1 = _pick_pair(ycuts, rng)
-        if x1 - x0 < min_crop_ratio * w or y1 - y0 < min_crop_ratio * h:
+        cw, ch = x1 - x0, y1 - y0
+        if cw < min_crop_ratio * w or ch < min_crop_ratio * h or max(cw, ch) > max_aspect * max(min(cw, ch), 1):
             continue
         for p in care:
             if p[:, 0].min() >= x0 and p[:, 0].max() <= x1 - 1 and p[:, 1].min() >= y0 and p[:, 1].max() <= y1 - 1:
