@@ -10,12 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import dbdetect
 import torch
 
 from dbdetect.cli import main
 
 MODEL = os.environ.get("DBDETECT_TEST_TRAIN_MODEL", "ppocrv4")
-SRC = Path(__file__).resolve().parents[1] / "src"
+# Where the dbdetect under test lives (site-packages in CI, src/ in a developer run):
+# the torchrun workers must import the same one.
+SRC = Path(dbdetect.__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
