@@ -26,6 +26,12 @@ def test_tests_run_against_installed_wheel():
     # CI tests the installed wheel, so a file missing from the wheel fails there.
     pkg = Path(dbdetect.__file__).resolve()
     assert "site-packages" in pkg.parts, pkg
+    # The bundled weights must come from inside the wheel, not from a source checkout.
+    from dbdetect.models import weights_dir
+
+    wdir = weights_dir().resolve()
+    assert wdir == pkg.parent / "weights", wdir
+    assert (wdir / "ppocrv4_det.pt").is_file() and (wdir / "ppocrv3_det.pt").is_file() and (wdir / "NOTICE").is_file()
 
 
 def _ref_area_perimeter(p):
