@@ -132,8 +132,13 @@ def test_bad_options():
         Detector("ppocrv4", limit_type="mid")
     with pytest.raises(ValueError, match="box_type"):
         Detector("ppocrv4", box_type="circle")
-    with pytest.raises(ValueError, match="unknown model|Unknown model|not a known"):
+    with pytest.raises(ValueError, match="no_such_model"):
         Detector("no_such_model")
+    with pytest.raises(ValueError, match="device"):
+        Detector("ppocrv4", device="gpu0")
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            Detector("ppocrv4", device="cuda")
 
 
 def test_accuracy_floor_on_icdar2015(det, ic15):

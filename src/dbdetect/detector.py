@@ -54,6 +54,16 @@ def to_json(dets: Sequence[Detection], **extra) -> str:
     return json.dumps({**extra, "detections": [d.to_dict() for d in dets]}, ensure_ascii=False)
 
 
+def _check_device(device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested, but this torch build sees no CUDA GPU; use device='cpu'")
+    return dev
+
+
 class Detector:
     """A text detector that keeps its model, for repeated use.
 
@@ -101,7 +111,7 @@ class Detector:
                 raise TypeError("a model passed as nn.Module needs a .cfg dict (see dbdetect.models.create)")
         else:
             net = models.create(model, pretrained=True)
-        self.device = torch.device(device)
+        self.device = _check_device(device)
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
         self.cfg = dict(net.cfg)
