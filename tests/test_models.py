@@ -197,3 +197,15 @@ def test_paddle_hardsigmoid_slope():
     x = torch.linspace(-4, 4, 81)
     np.testing.assert_allclose(PaddleHardsigmoid()(x).numpy(), np.clip(0.2 * x.numpy() + 0.5, 0, 1),
                                atol=1e-6)
+
+
+def test_pretrained_threshold_branch_starts_unsaturated():
+    # A threshold branch saturated at 0/1 has no gradient and dies in fine-tuning.
+    m = models.create("ppocrv4").train()
+    x = torch.randn(1, 3, 128, 128, requires_grad=False)
+    out = m(x)
+    t = out["thresh"]
+    assert torch.allclose(t, torch.full_like(t, 0.3), atol=1e-5)
+    (out["thresh"].mean() + out["binary"].mean()).backward()
+    g = m.head.thresh.up2.weight.grad
+    assert g is not None and g.abs().sum() > 0

@@ -106,6 +106,9 @@ def load_pretrained(model: nn.Module, name: str) -> nn.Module:
             f"incomplete (expected dbdetect/weights/{fname}, or weights/{fname} in a source tree)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
+    # The file's threshold branch is a copy of the probability branch (see NOTICE);
+    # its last layer is reset so fine-tuning starts from T = 0.3, not a saturated T = P.
+    model.head.reset_threshold_output(0.3)
     return model
 
 

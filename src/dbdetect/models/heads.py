@@ -1,6 +1,7 @@
 """The DB head: probability and threshold branches, differentiable binarization in training."""
 from __future__ import annotations
 
+import math
 from typing import Dict, Union
 
 import torch
@@ -51,6 +52,21 @@ class DBHead(nn.Module):
         self.k = k
         self.binarize = DBBranch(in_channels)
         self.thresh = DBBranch(in_channels)
+
+    @torch.no_grad()
+    def reset_threshold_output(self, value: float = 0.3) -> None:
+        """Start the threshold branch at a constant, unsaturated map T = ``value``.
+
+        The inference-only PP-OCR models have no threshold branch; we start it
+        from a copy of the probability branch, but a copied last layer gives
+        T = P, saturated at 0 and 1 where the sigmoid has no gradient: in a
+        fine-tuning run on ICDAR 2015 the branch then collapsed to T = 0 and
+        the binary map never learned. A zero last layer with bias logit(value)
+        keeps the copied features and gives every pixel a useful gradient.
+        """
+        last = self.thresh.up2
+        last.weight.zero_()
+        last.bias.fill_(math.log(value / (1.0 - value)))
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
         prob = self.binarize(x)
