@@ -79,9 +79,14 @@ def test_pretrained_cfg(name):
     assert m.cfg["name"] == name and m.cfg["arch"] == name
     assert m.cfg["channel_order"] == "bgr" and m.cfg["stride"] == 32
     assert m.cfg["mean"] == (0.485, 0.456, 0.406) and m.cfg["std"] == (0.229, 0.224, 0.225)
-    # The threshold branch starts as a copy of the probability branch (documented in NOTICE).
+    # The threshold branch starts as a copy of the probability branch, except its last
+    # layer, reset to a constant T = 0.3 (documented in NOTICE).
     for (k1, v1), (k2, v2) in zip(m.head.binarize.state_dict().items(), m.head.thresh.state_dict().items()):
-        assert k1 == k2 and torch.equal(v1, v2)
+        assert k1 == k2
+        if k1.startswith("up2."):
+            assert not torch.equal(v1, v2)
+        else:
+            assert torch.equal(v1, v2)
 
 
 @pytest.mark.parametrize("name", ARCHS)
@@ -209,3 +214,10 @@ def test_pretrained_threshold_branch_starts_unsaturated():
     (out["thresh"].mean() + out["binary"].mean()).backward()
     g = m.head.thresh.up2.weight.grad
     assert g is not None and g.abs().sum() > 0
+
+
+def test_ppocrv4_ic15_keeps_its_trained_threshold_branch():
+    # Unlike the ports, the fine-tuned entry stores a trained threshold branch: no reset on load.
+    m = models.create("ppocrv4_ic15")
+    assert m.head.thresh.up2.weight.abs().sum() > 0
+    assert m.cfg["name"] == "ppocrv4_ic15"

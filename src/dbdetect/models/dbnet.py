@@ -43,7 +43,9 @@ _DBNET_CFG = dict(
 )
 
 # Bundled weight files of the pretrained entries.
-_WEIGHT_FILES = {"ppocrv4": "ppocrv4_det.pt", "ppocrv3": "ppocrv3_det.pt"}
+_WEIGHT_FILES = {"ppocrv4": "ppocrv4_det.pt", "ppocrv3": "ppocrv3_det.pt", "ppocrv4_ic15": "ppocrv4_ic15_det.pt"}
+# Entries whose file stores the threshold branch as a copy of the probability branch.
+_COPIED_THRESHOLD = {"ppocrv4", "ppocrv3"}
 
 
 class DBNet(nn.Module):
@@ -106,9 +108,10 @@ def load_pretrained(model: nn.Module, name: str) -> nn.Module:
             f"incomplete (expected dbdetect/weights/{fname}, or weights/{fname} in a source tree)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
-    # The file's threshold branch is a copy of the probability branch (see NOTICE);
-    # its last layer is reset so fine-tuning starts from T = 0.3, not a saturated T = P.
-    model.head.reset_threshold_output(0.3)
+    if name in _COPIED_THRESHOLD:
+        # The file's threshold branch is a copy of the probability branch (see NOTICE);
+        # its last layer is reset so fine-tuning starts from T = 0.3, not a saturated T = P.
+        model.head.reset_threshold_output(0.3)
     return model
 
 
@@ -131,6 +134,12 @@ def _build(name: str, backbone: nn.Module, neck_channels: int, rse: bool, base_c
 def ppocrv4(pretrained: bool = True, **kw) -> DBNet:
     """PP-OCRv4 mobile detector: PP-LCNetV3 x0.75 + RSE-FPN(96) + DB head. Pretrained (PaddleOCR)."""
     return _build("ppocrv4", PPLCNetV3(scale=0.75, **kw), 96, True, _PPOCR_CFG, pretrained, kw)
+
+
+@register_model
+def ppocrv4_ic15(pretrained: bool = True, **kw) -> DBNet:
+    """PP-OCRv4 fine-tuned on ICDAR 2015 train with ``dbdetect train`` (word-level boxes; see README)."""
+    return _build("ppocrv4_ic15", PPLCNetV3(scale=0.75, **kw), 96, True, _PPOCR_CFG, pretrained, kw)
 
 
 @register_model
