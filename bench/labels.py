@@ -36,16 +36,7 @@ H, W = 720, 1280
 KEYS = ("shrink_map", "shrink_mask", "thresh_map", "thresh_mask")
 
 
-def read_gt(path: Path):
-    """Parse an ICDAR 2015 gt file: 8 numbers then the transcription ('###' = ignore)."""
-    polys, tags = [], []
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
-        parts = line.strip().split(",")
-        if len(parts) < 9:
-            continue
-        polys.append(np.array(parts[:8], dtype=np.float64).reshape(4, 2))
-        tags.append(",".join(parts[8:]).strip() == "###")
-    return polys, tags
+read_gt = ref.read_icdar_gt
 
 
 def dense_page(seed: int = 0):
@@ -88,16 +79,8 @@ def floor_maps():
     return maps
 
 
-def iou(a, b):
-    a, b = a > 0.5, b > 0.5
-    u = (a | b).sum()
-    return 1.0 if u == 0 else (a & b).sum() / u
-
-
 def parity(mine, theirs):
-    m = theirs["thresh_mask"] > 0.5
-    return (iou(mine["shrink_map"], theirs["shrink_map"]), iou(mine["thresh_mask"], theirs["thresh_mask"]),
-            float(np.abs(mine["thresh_map"] - theirs["thresh_map"])[m].mean()) if m.any() else 0.0)
+    return ref.compare(mine, theirs)[:3]
 
 
 def report_parity(name, rows):

@@ -178,3 +178,32 @@ def make_targets(polygons, ignore_tags, shape, shrink_ratio=0.4, thresh_min=0.3,
     canvas = canvas * (thresh_max - thresh_min) + thresh_min
     return {"shrink_map": gt, "shrink_mask": mask, "thresh_map": canvas.astype(np.float32),
             "thresh_mask": tmask}
+
+
+# ----------------------------------------------------------------- comparison helpers
+# Shared by tests/test_labels.py and bench/labels.py.
+
+def read_icdar_gt(path):
+    """Parse an ICDAR 2015 gt file: 8 numbers then the transcription ('###' = ignore)."""
+    polys, tags = [], []
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
+        parts = line.strip().split(",")
+        if len(parts) < 9:
+            continue
+        polys.append(np.array(parts[:8], dtype=np.float64).reshape(4, 2))
+        tags.append(",".join(parts[8:]).strip() == "###")
+    return polys, tags
+
+
+def mask_iou(a, b) -> float:
+    a, b = a > 0.5, b > 0.5
+    union = (a | b).sum()
+    return 1.0 if union == 0 else (a & b).sum() / union
+
+
+def compare(mine, theirs):
+    """(shrink IoU, thresh_mask IoU, mean |thresh_map diff| in thresh_mask, ignore-mask IoU)."""
+    inside = theirs["thresh_mask"] > 0.5
+    diff = float(np.abs(mine["thresh_map"] - theirs["thresh_map"])[inside].mean()) if inside.any() else 0.0
+    return (mask_iou(mine["shrink_map"], theirs["shrink_map"]), mask_iou(mine["thresh_mask"], theirs["thresh_mask"]),
+            diff, mask_iou(1 - mine["shrink_mask"], 1 - theirs["shrink_mask"]))

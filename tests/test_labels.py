@@ -8,29 +8,8 @@ from dbdetect import labels
 KEYS = ("shrink_map", "shrink_mask", "thresh_map", "thresh_mask")
 
 
-def read_gt(path):
-    polys, tags = [], []
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
-        parts = line.strip().split(",")
-        if len(parts) < 9:
-            continue
-        polys.append(np.array(parts[:8], dtype=np.float64).reshape(4, 2))
-        tags.append(",".join(parts[8:]) == "###")
-    return polys, tags
-
-
-def iou(a, b):
-    a, b = a > 0.5, b > 0.5
-    union = (a | b).sum()
-    return 1.0 if union == 0 else (a & b).sum() / union
-
-
-def compare(mine, theirs):
-    """(shrink IoU, thresh_mask IoU, mean |thresh_map diff| in thresh_mask, ignore-mask IoU)."""
-    inside = theirs["thresh_mask"] > 0.5
-    diff = np.abs(mine["thresh_map"] - theirs["thresh_map"])[inside].mean() if inside.any() else 0.0
-    return (iou(mine["shrink_map"], theirs["shrink_map"]), iou(mine["thresh_mask"], theirs["thresh_mask"]),
-            diff, iou(1 - mine["shrink_mask"], 1 - theirs["shrink_mask"]))
+read_gt = ref.read_icdar_gt
+compare = ref.compare
 
 
 def curved_polygon(rng, cx, cy, radius, thickness, start, sweep, n_side):
