@@ -1,8 +1,14 @@
 #include "contours.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace dbdetect {
 
@@ -80,48 +86,140 @@ void trace_one(int8_t* img, std::ptrdiff_t stride, int sx, int sy, bool is_hole,
 
 namespace {
 
-// Branch-free so that the compiler vectorises it; returns whether a NaN was seen.
-bool threshold_row(const float* __restrict src, int8_t* __restrict dst, int w, float thresh) {
-  int nan = 0;
-  for (int x = 0; x < w; ++x) {
-    const float v = src[x];
-    dst[x] = static_cast<int8_t>(v > thresh);
-    nan |= static_cast<int>(v != v);
+inline int first_bit(unsigned m) {
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_ctz(m);
+#else
+  int i = 0;
+  while (!(m & 1u)) m >>= 1, ++i;
+  return i;
+#endif
+}
+
+inline int last_bit(unsigned m) {
+#if defined(__GNUC__) || defined(__clang__)
+  return 31 - __builtin_clz(m);
+#else
+  int i = -1;
+  while (m) m >>= 1, ++i;
+  return i;
+#endif
+}
+
+// dst[x] = src[x] > thresh as 0/1 for one row; [lo, hi] = columns of the
+// foreground (lo > hi if none). Returns whether a NaN was seen. This pass
+// reads the whole map, so it is what bounds the speed of sparse maps: the
+// SSE2 path does 16 pixels per step with no branch in the common case.
+void threshold_row(const float* __restrict src, int8_t* __restrict dst, int w, float thresh,
+                   int& lo, int& hi) {
+  int x = 0;
+  lo = w;
+  hi = -1;
+#if defined(__SSE2__)
+  const __m128 t = _mm_set1_ps(thresh);
+  const __m128i one = _mm_set1_epi8(1);
+  for (; x + 16 <= w; x += 16) {
+    const __m128i ab = _mm_packs_epi32(_mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(src + x), t)),
+                                       _mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(src + x + 4), t)));
+    const __m128i cd = _mm_packs_epi32(_mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(src + x + 8), t)),
+                                       _mm_castps_si128(_mm_cmpgt_ps(_mm_loadu_ps(src + x + 12), t)));
+    const __m128i m8 = _mm_packs_epi16(ab, cd);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + x), _mm_and_si128(m8, one));
+    const unsigned bits = static_cast<unsigned>(_mm_movemask_epi8(m8));
+    if (bits) {
+      if (lo == w) lo = x + first_bit(bits);
+      hi = x + last_bit(bits);
+    }
   }
-  return nan != 0;
+#endif
+  for (; x < w; ++x) {
+    const bool on = src[x] > thresh;
+    dst[x] = static_cast<int8_t>(on);
+    if (on) {
+      if (lo == w) lo = x;
+      hi = x;
+    }
+  }
 }
 
 }  // namespace
 
 void make_padded_threshold(const float* prob, int h, int w, float thresh,
-                           bool dilate, PaddedMap& out) {
+                           bool dilate, PaddedMap& out, int skip_below) {
   if (h < 0 || w < 0) throw std::invalid_argument("map size must be non-negative");
   out.h = h;
   out.w = w;
   const std::size_t stride = static_cast<std::size_t>(w) + 2;
   const std::size_t total = stride * (static_cast<std::size_t>(h) + 2);
+  // The buffer may hold an earlier map: every row read below is rewritten.
   if (out.data.size() != total) out.data.resize(total);
+  out.lo.assign(static_cast<std::size_t>(h) + 2, 1);
+  out.hi.assign(static_cast<std::size_t>(h) + 2, 0);
   int8_t* d = out.data.data();
   std::memset(d, 0, stride);
   std::memset(d + (static_cast<std::size_t>(h) + 1) * stride, 0, stride);
-  bool nan = false;
-  for (int y = 0; y < h; ++y) {
+  if (h == 0 || w == 0) return;
+
+  // Row y of the map is padded row y + 1. `have[y]`: thresholded (raw, not
+  // yet dilated) into the buffer; `need[y]`: its final value is wanted.
+  const int k = std::max(skip_below, 1);
+  std::vector<uint8_t> have(h, 0), need(h, k == 1 ? 1 : 0);
+  std::vector<int> rlo(h, w), rhi(h, -1);  // raw foreground columns per row
+  auto raw = [&](int y) {
+    if (y < 0 || y >= h || have[y]) return;
     int8_t* row = d + (y + 1) * stride;
     row[0] = 0;
     row[w + 1] = 0;
-    nan |= threshold_row(prob + static_cast<std::size_t>(y) * w, row + 1, w, thresh);
-  }
-  if (nan) throw std::invalid_argument("probability map contains NaN");
-  if (dilate) {
-    // In place, bottom-right to top-left, so each pixel reads undilated
-    // up/left neighbours. Padding is zero, so borders need no special case.
-    for (int y = h; y >= 1; --y) {
-      int8_t* row = out.data.data() + y * stride;
-      const int8_t* up = row - stride;
-      for (int x = w; x >= 1; --x) {
-        row[x] = static_cast<int8_t>(row[x] | row[x - 1] | up[x] | up[x - 1]);
-      }
+    threshold_row(prob + static_cast<std::size_t>(y) * w, row + 1, w, thresh, rlo[y], rhi[y]);
+    have[y] = 1;
+  };
+  if (k > 1) {
+    // A region spanning >= k rows contains one of these rows; the final
+    // (dilated) row y has foreground iff raw row y, or y - 1 when dilating, has.
+    for (int s = k - 1; s < h; s += k) {
+      raw(s);
+      if (dilate) raw(s - 1);
+      const bool fg = rlo[s] <= rhi[s] || (dilate && s > 0 && rlo[s - 1] <= rhi[s - 1]);
+      if (!fg) continue;
+      for (int y = std::max(s - k + 1, 0); y <= std::min(s + k - 1, h - 1); ++y) need[y] = 1;
     }
+    // Rows past the last sampled one belong to it (they are within k - 1).
+  }
+  for (int y = 0; y < h; ++y) {
+    if (!need[y]) continue;
+    raw(y);
+    if (dilate) raw(y - 1);
+  }
+  // Rows the tracer may look at (next to a needed row) that hold nothing
+  // valid: background. A raw row there is fine (raw is a subset of dilated,
+  // and any foreground next to a traced region belongs to it, so is needed).
+  for (int y = 0; y < h; ++y) {
+    if (have[y] || !((y > 0 && need[y - 1]) || (y + 1 < h && need[y + 1]))) continue;
+    std::memset(d + (y + 1) * stride, 0, stride);
+  }
+  if (!dilate) {
+    for (int y = 0; y < h; ++y) {
+      if (need[y]) out.lo[y + 1] = rlo[y] + 1, out.hi[y + 1] = rhi[y] + 1;
+    }
+    return;
+  }
+  // 2x2 max anchored like cv2.dilate's default: a pixel takes its own, left,
+  // upper and upper-left values. Bottom-up, so each row reads the raw row
+  // above; only the columns near foreground change.
+  std::vector<int8_t> tmp(stride);
+  for (int y = h - 1; y >= 0; --y) {
+    if (!need[y]) continue;
+    int lo = rlo[y], hi = rhi[y];
+    if (y > 0) lo = std::min(lo, rlo[y - 1]), hi = std::max(hi, rhi[y - 1]);
+    if (lo > hi) continue;
+    hi = std::min(hi + 1, w - 1);
+    int8_t* __restrict row = d + (y + 1) * stride;  // padded: column x + 1
+    const int8_t* __restrict up = row - stride;
+    int8_t* __restrict t = tmp.data();
+    for (int x = lo + 1; x <= hi + 1; ++x) t[x] = static_cast<int8_t>(row[x] | row[x - 1] | up[x] | up[x - 1]);
+    std::memcpy(row + lo + 1, t + lo + 1, static_cast<std::size_t>(hi - lo + 1));
+    out.lo[y + 1] = lo + 1;
+    out.hi[y + 1] = hi + 1;
   }
 }
 
@@ -132,23 +230,32 @@ void trace_contours(PaddedMap& map, ContourList& out) {
   const std::ptrdiff_t stride = map.stride();
   int8_t* img = map.data.data();
   ContourList found;
+  const bool ranged = map.lo.size() == static_cast<std::size_t>(h) + 2 &&
+                      map.hi.size() == static_cast<std::size_t>(h) + 2;
   for (int y = 1; y <= h; ++y) {
     int8_t* row = img + y * stride;
     int8_t prev = 0;
-    int x = 1;
-    while (x <= w) {
+    int x = 1, x_end = w;
+    if (ranged) {
+      // The pixel after the last foreground one closes the last run (a hole
+      // border may start there); beyond it the row is all background.
+      if (map.lo[y] > map.hi[y]) continue;
+      x = std::max(map.lo[y], 1);
+      x_end = std::min(map.hi[y] + 1, w);
+    }
+    while (x <= x_end) {
       // Skip runs equal to prev quickly (most of a map is background).
       if (row[x] == prev) {
         uint64_t pattern;
         std::memset(&pattern, static_cast<uint8_t>(prev), sizeof pattern);
-        while (x + 8 <= w + 1) {
+        while (x + 8 <= x_end + 1) {
           uint64_t word;
           std::memcpy(&word, row + x, sizeof word);
           if (word != pattern) break;
           x += 8;
         }
-        while (x <= w && row[x] == prev) ++x;
-        if (x > w) break;
+        while (x <= x_end && row[x] == prev) ++x;
+        if (x > x_end) break;
       }
       const int8_t p = row[x];
       if (prev == 0 && p == 1) {

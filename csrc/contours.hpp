@@ -27,14 +27,25 @@ struct ContourList {
 struct PaddedMap {
   std::vector<int8_t> data;
   int h = 0, w = 0;  // size of the unpadded map
+  // Per padded row, the padded columns [lo, hi] holding every foreground
+  // pixel (lo > hi: none), so the raster scan skips the empty parts. Empty
+  // vectors mean "unknown": scan whole rows.
+  std::vector<int> lo, hi;
   int stride() const { return w + 2; }
 };
 
 // bitmap = prob > thresh (optionally dilated with a 2x2 kernel anchored like
 // cv2.dilate's default, i.e. max over the pixel and its up/left neighbours).
-// Throws std::invalid_argument if prob holds a NaN.
+// NaN compares false, so a NaN pixel is background.
+//
+// skip_below = k > 1 allows leaving out connected regions that span fewer
+// than k rows: only every k-th row is thresholded first, then the rows within
+// k-1 of a row that holds foreground. Every region is then either complete or
+// absent (and absent ones span < k rows), and rows that were not computed
+// read as background wherever the tracer looks. Most of a text map is
+// background, so this reads a fraction of it. k <= 1: the whole map.
 void make_padded_threshold(const float* prob, int h, int w, float thresh,
-                           bool dilate, PaddedMap& out);
+                           bool dilate, PaddedMap& out, int skip_below = 1);
 
 // Traces every border; the map is marked in place (Suzuki's labels).
 // Contours come out in cv2's RETR_LIST order (reverse discovery order).

@@ -150,6 +150,25 @@ inline double scale_round_f64(double v, int src, int dst) {
 
 }  // namespace
 
+int rows_needed(const PostprocessParams& p) {
+  // Regions spanning fewer rows than this can never become a box, so the
+  // thresholding may skip them. A region whose pixels span E + 1 rows has
+  // minimum width <= E, and a minimum-area rectangle's short side is at most
+  // sqrt(2) times the minimum width (area s*L <= width*diameter, diameter
+  // <= sqrt(2)*L). quad: s >= min_size is required, so E >= min_size/sqrt(2).
+  // poly: the unclip distance A*r/L is at most E*r/2 (area <= E*X, perimeter
+  // >= 2X) and clipper rounds by <= 1 px, so the expanded polygon's short
+  // side is at most sqrt(2)*(E*(1+r) + 1), which must reach min_size + 2.
+  // Regions with E < bound are skippable; the margins cover float rounding.
+  const double root2 = std::sqrt(2.0);
+  const double bound = p.poly ? ((p.min_size + 2 - 0.3) / root2 - 1.0) / (1.0 + p.unclip_ratio)
+                              : (p.min_size - 0.05) / root2;
+  if (!(bound > 0)) return 1;
+  // Skipped regions span at most k - 1 rows: E <= k - 2, the largest integer below bound.
+  const double e_max = std::ceil(bound) - 1;
+  return static_cast<int>(std::min(e_max + 2, 64.0));
+}
+
 void fill_poly_mask(const int32_t* xy, std::size_t n, int mh, int mw, uint8_t* mask) {
   if (n == 0 || mh <= 0 || mw <= 0) return;
   // cv2.fillPoly (OpenCV >= 4): stroke every edge with cv2.line, then fill
@@ -223,6 +242,7 @@ double polygon_mean(const float* prob, int h, int w, const int32_t* xy, std::siz
       }
     }
   }
+  if (sum != sum) throw std::invalid_argument("probability map contains NaN inside a candidate box");
   return cnt ? sum / static_cast<double>(cnt) : 0.0;
 }
 
@@ -354,8 +374,11 @@ void boxes_from_prob(const float* prob, int h, int w, int dest_h, int dest_w,
     throw std::invalid_argument("unclip_ratio must be a finite number >= 0");
   if (p.max_candidates < 0) throw std::invalid_argument("max_candidates must be >= 0");
   if (h == 0 || w == 0) return;
-  Work wk;
-  make_padded_threshold(prob, h, w, p.thresh, p.dilate, wk.map);
+  // Reused between calls on a thread: a fresh 1 MB map per call costs as
+  // much as thresholding it.
+  thread_local Work wk;
+  make_padded_threshold(prob, h, w, p.thresh, p.dilate, wk.map,
+                        p.row_skip > 0 ? p.row_skip : rows_needed(p));
   trace_contours(wk.map, wk.contours);
   const std::size_t n_cand =
       std::min(wk.contours.size(), static_cast<std::size_t>(p.max_candidates));

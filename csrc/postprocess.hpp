@@ -16,6 +16,7 @@ struct PostprocessParams {
   bool poly = false;        // box_type "poly" instead of "quad"
   bool slow_score = false;  // score_mode "slow": mean inside the contour
   bool dilate = false;      // 2x2 dilation of the bitmap
+  int row_skip = 0;         // 0: rows_needed(*this); 1: threshold every row
 };
 
 // Polygon i owns points [offsets[i], offsets[i+1]) of xy (interleaved x, y),
@@ -31,8 +32,13 @@ struct PostprocessResult {
   }
 };
 
+// Regions of the bitmap spanning fewer rows than this cannot yield a box
+// under these parameters (see the bound in postprocess.cpp); 1 = none.
+int rows_needed(const PostprocessParams& p);
+
 // prob: row-major float32 (h, w). dest_h/dest_w: original image size (> 0).
-// Throws std::invalid_argument on NaN in prob or bad sizes/parameters.
+// Throws std::invalid_argument on bad sizes/parameters or a NaN inside a
+// scored box (a NaN pixel is background to the thresholding).
 void boxes_from_prob(const float* prob, int h, int w, int dest_h, int dest_w,
                      const PostprocessParams& params, PostprocessResult& out);
 

@@ -13,6 +13,7 @@ cdef extern from "postprocess.hpp" namespace "dbdetect" nogil:
         cbool poly
         cbool slow_score
         cbool dilate
+        int row_skip
 
     cdef cppclass PostprocessResult:
         vector[float] xy
@@ -78,10 +79,17 @@ cdef PostprocessParams _params(float thresh, float box_thresh, double unclip_rat
 
 def postprocess_boxes(const float[:, ::1] prob, int dest_h, int dest_w, float thresh,
                       float box_thresh, double unclip_ratio, long max_candidates,
-                      int min_size, bint poly, bint slow, bint dilate):
-    """DB post-processing of one (H, W) map; see dbdetect.postprocess."""
+                      int min_size, bint poly, bint slow, bint dilate, int row_skip=0):
+    """DB post-processing of one (H, W) map; see dbdetect.postprocess.
+
+    row_skip: 0 = skip the regions that cannot become boxes (the default),
+    1 = read every row (tests compare the two).
+    """
     cdef PostprocessParams p = _params(thresh, box_thresh, unclip_ratio, max_candidates,
                                        min_size, poly, slow, dilate)
+    if row_skip < 0:
+        raise ValueError("row_skip must be >= 0")
+    p.row_skip = row_skip
     cdef PostprocessResult res
     cdef int h = prob.shape[0], w = prob.shape[1]
     cdef const float* ptr = &prob[0, 0] if h > 0 and w > 0 else NULL

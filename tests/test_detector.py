@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import dbdetect
 from dbdetect import Detection, Detector
@@ -153,3 +154,11 @@ def test_accuracy_floor_on_icdar2015(det, ic15):
     res = evaluate_detections(gts, preds)
     assert res["precision"] >= 0.35, res
     assert res["recall"] >= 0.25, res
+
+
+def test_nan_from_the_model_is_reported():
+    broken = Detector("ppocrv4", limit_side_len=64)
+    with torch.no_grad():
+        next(broken.model.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN probabilities"):
+        broken(np.zeros((64, 64, 3), np.uint8))

@@ -245,11 +245,17 @@ def test_rejects_bad_prob(prob, exc):
         postprocess.boxes_from_prob(prob, (10, 10))
 
 
-def test_rejects_nan():
-    prob = np.zeros((20, 20), np.float32)
-    prob[5, 5] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        postprocess.boxes_from_prob(prob, (20, 20))
+def test_nan_is_background_and_rejected_inside_a_box():
+    prob = np.zeros((40, 40), np.float32)
+    prob[5, 5] = np.nan  # away from any text: background, nothing to score
+    polys, scores = postprocess.boxes_from_prob(prob, (40, 40))
+    assert polys == [] and scores.shape == (0,)
+    assert postprocess.boxes_from_prob(np.full((40, 40), np.nan, np.float32), (40, 40))[0] == []
+    prob[10:30, 8:32] = 0.9
+    prob[20, 20] = np.nan  # a hole in a text region, inside its box
+    for box_type in ("quad", "poly"):
+        with pytest.raises(ValueError, match="NaN"):
+            postprocess.boxes_from_prob(prob, (40, 40), box_type=box_type)
 
 
 @pytest.mark.parametrize("dest", [(0, 10), (10, 0), (-1, 5), (5,), "ab", None])
@@ -317,3 +323,48 @@ def test_approx_poly_matches_cv2():
             total += 1
             same += got.shape == want.shape and np.array_equal(got, want)
     assert total > 50 and same >= 0.99 * total, (same, total)  # measured: all equal
+
+
+def _thin_and_small(rng, h=97, w=131):
+    """Regions 1..7 rows tall (the row-skipping pass must keep exactly the ones that can matter),
+    rotated bars, rings with holes, and shapes cut by the map border."""
+    prob = np.zeros((h, w), np.float32)
+    for _ in range(rng.integers(5, 40)):
+        v = float(rng.uniform(0.31, 1.0))
+        kind = rng.integers(0, 4)
+        x, y = int(rng.integers(-5, w)), int(rng.integers(-5, h))
+        if kind == 0:
+            prob[max(y, 0):max(y + int(rng.integers(1, 8)), 0), max(x, 0):max(x + int(rng.integers(1, 60)), 0)] = v
+        elif kind == 1:
+            ang = float(rng.uniform(0, 180))
+            box = cv2.boxPoints(((x, y), (float(rng.uniform(1, 60)), float(rng.uniform(0.5, 6))), ang))
+            cv2.fillPoly(prob, [np.round(box).astype(np.int32)], v)
+        elif kind == 2:
+            cv2.circle(prob, (x, y), int(rng.integers(2, 12)), v, int(rng.integers(1, 3)))
+        else:
+            prob[y % h, x % w] = v
+    return prob
+
+
+@pytest.mark.parametrize("box_type", ["quad", "poly"])
+@pytest.mark.parametrize("dilate", [False, True])
+@pytest.mark.parametrize("min_size", [1, 3, 5])
+def test_row_skipping_pass_equals_reading_every_row(box_type, dilate, min_size):
+    from dbdetect import _native
+
+    rng = np.random.default_rng(min_size * 10 + dilate + 2 * (box_type == "poly"))
+    n_boxes = 0
+    for _ in range(40):
+        prob = _thin_and_small(rng)
+        args = (prob, 97, 131, 0.3, 0.0, 1.5, 1000, min_size, box_type == "poly", False, dilate)
+        fast = _native.postprocess_boxes(*args)
+        full = _native.postprocess_boxes(*args, row_skip=1)
+        assert len(fast[0]) == len(full[0])
+        for a, b in zip(fast[0], full[0]):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(fast[1], full[1])
+        n_boxes += len(full[0])
+        if box_type == "quad":  # (poly parity on such odd shapes is the >= 99% of the tests above)
+            r = ref.boxes_from_prob(prob, (97, 131), box_thresh=0.0, min_size=min_size, use_dilation=dilate)
+            assert len(r[0]) == len(fast[0])
+    assert n_boxes > 100  # the maps do produce boxes

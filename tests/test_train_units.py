@@ -64,3 +64,22 @@ def test_refuses_non_empty_run_dir(tmp_path, capsys):
 def test_resume_needs_a_checkpoint(tmp_path, capsys):
     rc = main(["train", "--resume", str(tmp_path / "nope" / "last.pt")])
     assert rc == 2 and "no checkpoint" in capsys.readouterr().err
+
+
+def test_param_groups_scale_only_the_backbone():
+    import torch
+
+    from dbdetect import models
+    from dbdetect.train import lr_lambda_factory, param_groups
+
+    net = models.create("dbnet_mobilenetv3", pretrained=False)
+    groups = param_groups(net, 1e-3, 0.1)
+    backbone = {id(p) for p in net.backbone.parameters()}
+    assert {id(p) for p in groups[0]["params"]} == backbone
+    assert not backbone & {id(p) for p in groups[1]["params"]}
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(net.parameters()))
+    opt = torch.optim.AdamW(groups, lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda_factory(10, 1))
+    assert sched.get_last_lr() == pytest.approx([1e-4, 1e-3])  # the schedule keeps the ratio
+    with pytest.raises(ValueError, match="backbone-lr-scale"):
+        param_groups(net, 1e-3, 0.0)

@@ -166,7 +166,12 @@ class Detector:
         prob = self.model(x)
         if isinstance(prob, dict):  # a model left in training mode by the caller
             prob = prob["prob"]
-        return prob[:, 0].float().cpu().numpy()
+        out = prob[:, 0].float().cpu().numpy()
+        # Post-processing reads only the rows near text, so a broken model
+        # (NaN weights or input) would pass unnoticed there: check here.
+        if np.isnan(out).any():
+            raise ValueError("the model produced NaN probabilities (broken weights or a NaN in the input?)")
+        return out
 
     def _boxes(self, prob: np.ndarray, shape: tuple[int, int]) -> list[Detection]:
         polys, scores = postprocess.boxes_from_prob(prob, shape, **self.post_kwargs)

@@ -117,14 +117,18 @@ def boxes_from_prob(
     """Turn a DBNet probability map into text boxes or polygons.
 
     Args:
-        prob: float32 (H, W) probability map in [0, 1] (NaN is rejected).
+        prob: float32 (H, W) probability map in [0, 1]. A NaN pixel counts
+            as background; one inside a box being scored raises ValueError.
         dest_shape: (height, width) of the original image; boxes are scaled
             from map pixels to it, rounded and clipped to [0, width] x [0, height].
         thresh: binarisation threshold (pixels with prob > thresh are text).
         box_thresh: drop candidates whose mean probability is below this.
         unclip_ratio: expansion distance D = area * unclip_ratio / perimeter.
         max_candidates: at most this many contours are considered (in
-            cv2.findContours RETR_LIST order, as the reference).
+            cv2.findContours RETR_LIST order, as the reference). Regions too
+            thin to pass ``min_size`` are never traced (the pass only reads
+            the rows near text), so they do not count; the reference counts
+            them, which matters only on maps with more contours than this.
         min_size: drop rectangles whose short side is below this (and below
             min_size + 2 after unclipping).
         box_type: "quad" for rotated rectangles (K == 4, clockwise from the

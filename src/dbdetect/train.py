@@ -51,7 +51,7 @@ import numpy as np
 HPARAMS = {
     "model": "ppocrv4", "pretrained": True, "format": "auto", "root": None, "lenient": False,
     "epochs": 10, "batch_size": 8, "lr": 1e-4, "weight_decay": 1e-4, "warmup_steps": None,
-    "min_lr_ratio": 0.0, "freeze_backbone_epochs": 0, "bn": "auto", "size": 640, "alpha": 1.0, "beta": 10.0,
+    "min_lr_ratio": 0.0, "backbone_lr_scale": 1.0, "freeze_backbone_epochs": 0, "bn": "auto", "size": 640, "alpha": 1.0, "beta": 10.0,
     "shrink_ratio": 0.4, "clip_grad": 5.0, "seed": 0, "max_steps": None, "amp": True,
 }
 
@@ -78,6 +78,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay (default {d['weight_decay']})")
     p.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: 5%% of the run, at most 200)")
     p.add_argument("--min-lr-ratio", type=float, default=None, help="cosine floor as a fraction of --lr (default 0)")
+    p.add_argument("--backbone-lr-scale", type=float, default=None,
+                   help="backbone learning rate as a fraction of --lr (default 1). The PP-OCR ports have "
+                        "no BatchNorm left to absorb large steps, so fine-tuning them wants a small backbone rate")
     p.add_argument("--freeze-backbone-epochs", type=int, default=None,
                    help="keep the backbone (weights and BatchNorm statistics) frozen for the first N epochs (default 0)")
     p.add_argument("--bn", choices=("auto", "train", "frozen"), default=None,
@@ -158,6 +161,16 @@ def lr_lambda_factory(total_steps: int, warmup_steps: int, min_ratio: float = 0.
         t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
     return f
+
+
+def param_groups(model, lr: float, backbone_lr_scale: float = 1.0) -> list:
+    """Optimizer groups: the backbone at ``lr * backbone_lr_scale``, the neck and head at ``lr``."""
+    if not backbone_lr_scale > 0:
+        raise ValueError(f"--backbone-lr-scale must be > 0, got {backbone_lr_scale}")
+    backbone = list(model.backbone.parameters())
+    ids = {id(p) for p in backbone}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": backbone, "lr": lr * backbone_lr_scale}, {"params": rest, "lr": lr}]
 
 
 def set_backbone_frozen(model, frozen: bool) -> None:
@@ -367,7 +380,8 @@ def _train(args, hp, ckpt, out, train_src, val_src, device, rank, world):
     if hp["max_steps"]:
         total = min(total, hp["max_steps"])
     warmup = hp["warmup_steps"] if hp["warmup_steps"] is not None else min(200, max(1, total // 20))
-    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    opt = torch.optim.AdamW(param_groups(model, hp["lr"], hp["backbone_lr_scale"]), lr=hp["lr"],
+                            weight_decay=hp["weight_decay"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda_factory(total, warmup, hp["min_lr_ratio"]))
     use_amp = bool(hp["amp"]) and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -504,7 +518,7 @@ def _train(args, hp, ckpt, out, train_src, val_src, device, rank, world):
                 bar.set_postfix({k: f"{v:.3f}" for k, v in vals.items()}, refresh=False)
                 if step % args.log_every == 0 or step == total:
                     now = time.perf_counter()
-                    log({"type": "train", "epoch": epoch, "step": step, "lr": sched.get_last_lr()[0], **vals,
+                    log({"type": "train", "epoch": epoch, "step": step, "lr": sched.get_last_lr()[-1], **vals,
                          "sec_per_step": (now - t_log) / steps_since_log})
                     t_log, steps_since_log = now, 0
                 if args.save_every and step % args.save_every == 0:
@@ -521,7 +535,7 @@ def _train(args, hp, ckpt, out, train_src, val_src, device, rank, world):
                 break
             # ---- end of epoch (or of the run)
             n = max(epoch_sums.get("n", 0), 1)
-            rec = {"type": "epoch", "epoch": epoch, "step": step, "lr": sched.get_last_lr()[0],
+            rec = {"type": "epoch", "epoch": epoch, "step": step, "lr": sched.get_last_lr()[-1],
                    **{k: v / n for k, v in epoch_sums.items() if k != "n"},
                    "seconds": round(time.perf_counter() - t_start, 1)}
             last_epoch = step >= total
