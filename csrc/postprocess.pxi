@@ -2,6 +2,7 @@
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libcpp cimport bool as cbool
 from libcpp.vector cimport vector
+from libc.string cimport memcpy
 
 cdef extern from "postprocess.hpp" namespace "dbdetect" nogil:
     cdef cppclass PostprocessParams:
@@ -53,13 +54,21 @@ cdef extern from "minrect.hpp" namespace "dbdetect" nogil:
 
 
 cdef _unpack_result(PostprocessResult& res):
+    # Runs once per map, so it stays cheap next to the C++ work: one copy
+    # per array and views for the polygons.
     import numpy as np
-    cdef size_t n = res.scores.size()
-    cdef size_t i
-    xy = np.asarray(<float[:res.xy.size()]> res.xy.data()).reshape(-1, 2).copy() if res.xy.size() else np.zeros((0, 2), np.float32)
-    polys = [xy[res.offsets[i]:res.offsets[i + 1]] for i in range(n)]
-    scores = np.array([res.scores[i] for i in range(n)], dtype=np.float32)
-    return polys, scores
+    cdef size_t n = res.scores.size(), m = res.xy.size() // 2, i
+    xy = np.empty((m, 2), dtype=np.float32)
+    scores = np.empty(n, dtype=np.float32)
+    cdef float[:, ::1] xyv = xy
+    cdef float[::1] sv = scores
+    if m:
+        memcpy(&xyv[0, 0], res.xy.data(), m * 2 * sizeof(float))
+    if n:
+        memcpy(&sv[0], res.scores.data(), n * sizeof(float))
+    if n and m == 4 * n:  # all quads
+        return list(xy.reshape(n, 4, 2)), scores
+    return [xy[res.offsets[i]:res.offsets[i + 1]] for i in range(n)], scores
 
 
 cdef PostprocessParams _params(float thresh, float box_thresh, double unclip_ratio,
