@@ -156,19 +156,48 @@ void union_positive(const std::vector<int64_t>& path,
   std::vector<int> vid(m);
   for (std::size_t i = 0; i < m; ++i) vid[i] = point_id(px[i], py[i]);
   auto nxt = [&](std::size_t i) { return i + 1 < m ? i + 1 : 0; };
+  // Edge pairs whose x-ranges overlap, found by sweeping edges sorted by
+  // their left end (the offset of a text polygon has a few hundred edges and
+  // almost no crossings). `simple` stays true if no two edges meet except
+  // consecutive ones at their shared vertex.
+  bool simple = static_cast<std::size_t>(vx.size()) == m;
+  std::vector<std::size_t> order(m);
+  std::vector<double> ex0(m), ex1(m);
   for (std::size_t i = 0; i < m; ++i) {
+    order[i] = i;
+    ex0[i] = std::min(px[i], px[nxt(i)]);
+    ex1[i] = std::max(px[i], px[nxt(i)]);
+  }
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return ex0[a] < ex0[b]; });
+  std::vector<double> ey0(m), ey1(m);
+  for (std::size_t i = 0; i < m; ++i) {
+    ey0[i] = std::min(py[i], py[nxt(i)]);
+    ey1[i] = std::max(py[i], py[nxt(i)]);
+  }
+  std::vector<std::pair<std::size_t, std::size_t>> pairs;
+  for (std::size_t oi = 0; oi < m; ++oi) {
+    const std::size_t a = order[oi];
+    for (std::size_t oj = oi + 1; oj < m && ex0[order[oj]] <= ex1[a]; ++oj) {
+      const std::size_t b = order[oj];
+      if (ey1[b] < ey0[a] || ey0[b] > ey1[a]) continue;
+      pairs.emplace_back(std::min(a, b), std::max(a, b));
+    }
+  }
+  // In index order: intersection points get their ids in that order, and the
+  // loop walk below depends on it where several edges meet at one point.
+  std::sort(pairs.begin(), pairs.end());
+  for (const auto& ij : pairs) {
+    const std::size_t i = ij.first, j = ij.second;
     const std::size_t i2 = nxt(i);
     const double ax = px[i], ay = py[i], rx = px[i2] - ax, ry = py[i2] - ay;
     if (rx == 0 && ry == 0) continue;
-    const double minx = std::min(ax, px[i2]), maxx = std::max(ax, px[i2]);
     const double miny = std::min(ay, py[i2]), maxy = std::max(ay, py[i2]);
-    for (std::size_t j = i + 1; j < m; ++j) {
+    {
       const std::size_t j2 = nxt(j);
       const double cx = px[j], cy = py[j], sx = px[j2] - cx, sy = py[j2] - cy;
       if (sx == 0 && sy == 0) continue;
-      if (std::max(cx, px[j2]) < minx || std::min(cx, px[j2]) > maxx ||
-          std::max(cy, py[j2]) < miny || std::min(cy, py[j2]) > maxy)
-        continue;
+      if (std::max(cy, py[j2]) < miny || std::min(cy, py[j2]) > maxy) continue;
+      const bool consecutive = j == i + 1 || (i == 0 && j == m - 1);
       const double den = rx * sy - ry * sx;
       const double qx = cx - ax, qy = cy - ay;
       if (den != 0) {
@@ -176,11 +205,13 @@ void union_positive(const std::vector<int64_t>& path,
         const double u = (qx * ry - qy * rx) / den;
         if (t < 0 || t > 1 || u < 0 || u > 1) continue;
         const bool ti = t > 0 && t < 1, uj = u > 0 && u < 1;
+        if (!consecutive) simple = false;
         if (!ti && !uj) continue;  // shared endpoint
         const int id = point_id(ax + t * rx, ay + t * ry);
         if (ti) splits[i].push_back({t, id});
         if (uj) splits[j].push_back({u, id});
       } else if (qx * ry - qy * rx == 0) {  // collinear: split at overlap ends
+        simple = false;
         const double rr = rx * rx + ry * ry, ss = sx * sx + sy * sy;
         const double tc = (qx * rx + qy * ry) / rr;
         const double td = ((px[j2] - ax) * rx + (py[j2] - ay) * ry) / rr;
@@ -193,9 +224,43 @@ void union_positive(const std::vector<int64_t>& path,
       }
     }
   }
-  auto winding = [&](double x, double y) {
-    int w = 0;
+  if (simple) {
+    // No crossings or touches: the union is the polygon itself when it winds
+    // positively, else empty; the kept edges are then all edges, in order.
+    double area2 = 0;
+    for (std::size_t i = 0; i < m; ++i) area2 += px[i] * py[nxt(i)] - px[nxt(i)] * py[i];
+    if (!(area2 > 0)) return;
+  }
+  // Winding numbers at points beside each piece. Edges are filed under every
+  // integer row their y-range touches, so a query looks at the few edges
+  // crossing its row instead of all m.
+  int row0 = 0, nrows = 0;
+  std::vector<std::size_t> row_start, row_edges;
+  if (!simple) {
+    double lo = ey0[0], hi = ey1[0];
+    for (std::size_t i = 1; i < m; ++i) lo = std::min(lo, ey0[i]), hi = std::max(hi, ey1[i]);
+    row0 = static_cast<int>(std::floor(lo));
+    nrows = static_cast<int>(std::floor(hi)) - row0 + 1;
+    row_start.assign(static_cast<std::size_t>(nrows) + 1, 0);
     for (std::size_t i = 0; i < m; ++i) {
+      for (int r = static_cast<int>(std::floor(ey0[i])); r <= static_cast<int>(std::floor(ey1[i])); ++r)
+        ++row_start[static_cast<std::size_t>(r - row0) + 1];
+    }
+    for (int r = 0; r < nrows; ++r) row_start[r + 1] += row_start[r];
+    row_edges.resize(row_start[nrows]);
+    std::vector<std::size_t> fill(row_start.begin(), row_start.end() - 1);
+    for (std::size_t i = 0; i < m; ++i) {
+      for (int r = static_cast<int>(std::floor(ey0[i])); r <= static_cast<int>(std::floor(ey1[i])); ++r)
+        row_edges[fill[r - row0]++] = i;
+    }
+  }
+  auto winding = [&](double x, double y) {
+    const double fr = std::floor(y) - row0;
+    if (!(fr >= 0 && fr < nrows)) return 0;
+    const std::size_t r = static_cast<std::size_t>(fr);
+    int w = 0;
+    for (std::size_t k = row_start[r]; k < row_start[r + 1]; ++k) {
+      const std::size_t i = row_edges[k];
       const std::size_t i2 = nxt(i);
       const double ax = px[i], ay = py[i], bx = px[i2], by = py[i2];
       if (ay <= y) {
@@ -220,8 +285,8 @@ void union_positive(const std::vector<int64_t>& path,
       const double dx = vx[cur] - vx[prev], dy = vy[cur] - vy[prev];
       const double l = std::sqrt(dx * dx + dy * dy);
       const double e = 1e-3 / l;
-      const bool in_l = winding(mx - dy * e, my + dx * e) > 0;
-      const bool in_r = winding(mx + dy * e, my - dx * e) > 0;
+      const bool in_l = simple || winding(mx - dy * e, my + dx * e) > 0;
+      const bool in_r = !simple && winding(mx + dy * e, my - dx * e) > 0;
       if (in_l != in_r) kept.emplace_back(in_l ? prev : cur, in_l ? cur : prev);
       prev = cur;
     }
