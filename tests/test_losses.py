@@ -51,6 +51,22 @@ def test_db_loss_matches_numpy(seed, pos_frac):
     assert total.item() == pytest.approx(ls + alpha * lb + beta * lt, rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_dice_probability_loss_matches_numpy(seed):
+    rng = np.random.default_rng(seed)
+    gt, mask, tmap, tmask, preds = make_batch(rng, pos_frac=0.2)
+    batch = {"shrink_map": gt, "shrink_mask": mask, "thresh_map": tmap, "thresh_mask": tmask}
+    total, parts = DBLoss(alpha=1.0, beta=10.0, prob_loss="dice", prob_weight=5.0)(
+        {k: torch.from_numpy(v) for k, v in preds.items()}, {k: torch.from_numpy(v) for k, v in batch.items()})
+    ls = np_dice(preds["prob"][:, 0], gt, mask)
+    lb = np_dice(preds["binary"][:, 0], gt, mask)
+    lt = np_l1(preds["thresh"][:, 0], tmap, tmask)
+    assert parts["prob"].item() == pytest.approx(ls, rel=1e-4, abs=1e-6)
+    assert total.item() == pytest.approx(5.0 * ls + lb + 10.0 * lt, rel=1e-4, abs=1e-6)
+    with pytest.raises(ValueError, match="prob_loss"):
+        DBLoss(prob_loss="focal")
+
+
 def test_hard_negative_mining_keeps_only_hardest():
     # 1 positive, 10 negatives: only the 3 hardest negatives count
     p = torch.tensor([0.5] + [0.9, 0.8, 0.7] + [0.01] * 7)

@@ -51,7 +51,7 @@ import numpy as np
 HPARAMS = {
     "model": "ppocrv4", "pretrained": True, "format": "auto", "root": None, "lenient": False,
     "epochs": 10, "batch_size": 8, "lr": 1e-4, "weight_decay": 1e-4, "warmup_steps": None,
-    "min_lr_ratio": 0.0, "backbone_lr_scale": 1.0, "freeze_backbone_epochs": 0, "bn": "auto", "size": 640, "alpha": 1.0, "beta": 10.0,
+    "min_lr_ratio": 0.0, "backbone_lr_scale": 1.0, "freeze_backbone_epochs": 0, "bn": "auto", "size": 640, "prob_loss": "bce", "prob_weight": 1.0, "alpha": 1.0, "beta": 10.0,
     "shrink_ratio": 0.4, "clip_grad": 5.0, "seed": 0, "max_steps": None, "amp": True,
 }
 
@@ -87,6 +87,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="BatchNorm outside frozen parts: 'train' updates statistics, 'frozen' keeps the pretrained "
                         "ones; 'auto' (default) = frozen when starting from trained weights, else train")
     p.add_argument("--size", type=int, default=None, help=f"square training size, multiple of 32 (default {d['size']})")
+    p.add_argument("--prob-loss", choices=("bce", "dice"), default=None,
+                   help="probability-map loss: 'bce' (default; balanced BCE with 3:1 hard-negative mining, "
+                        "the DBNet paper) or 'dice' (what PaddleOCR trains PP-OCR with)")
+    p.add_argument("--prob-weight", type=float, default=None, help="weight of the probability-map loss (default 1)")
     p.add_argument("--alpha", type=float, default=None, help="weight of the binary-map dice loss (default 1)")
     p.add_argument("--beta", type=float, default=None, help="weight of the threshold-map L1 loss (default 10)")
     p.add_argument("--shrink-ratio", type=float, default=None, help="DB shrink ratio (default 0.4)")
@@ -386,7 +390,7 @@ def _train(args, hp, ckpt, out, train_src, val_src, device, rank, world):
     use_amp = bool(hp["amp"]) and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    loss_fn = DBLoss(alpha=hp["alpha"], beta=hp["beta"])
+    loss_fn = DBLoss(alpha=hp["alpha"], beta=hp["beta"], prob_loss=hp["prob_loss"], prob_weight=hp["prob_weight"])
 
     step, epoch, batch_in_epoch = 0, 0, 0
     best = {"hmean": None, "loss": None, "epoch": None}
