@@ -103,6 +103,14 @@ def test_eval_cli_on_checkpoint(tiny_set, tmp_path):
     assert res["images"] == 2 and len(res["per_image"]) == 2
     assert 0 <= res["hmean"] <= 1 and res["num_gt_care"] > 0
     assert res["settings"]["limit_side_len"] == 640
+    # post-processing options reach the detector (a threshold above every score leaves nothing)
+    assert main(["eval", "--data", str(tiny_set), "--model", MODEL, "--limit", "2", "--limit-side-len", "640",
+                 "--thresh", "0.5", "--box-thresh", "1.01", "--unclip-ratio", "1.2", "--no-dilation",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["settings"] == {"limit_side_len": 640, "thresh": 0.5, "box_thresh": 1.01, "unclip_ratio": 1.2,
+                               "use_dilation": False}
+    assert res["num_det_care"] == 0 and res["hmean"] == 0
 
 
 def test_ddp_two_cpu_processes(tiny_set, tmp_path):

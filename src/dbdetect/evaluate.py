@@ -255,7 +255,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lenient", action="store_true", help="skip malformed label lines with a warning")
     p.add_argument("--limit-side-len", type=int, default=None, help="resize limit (default: the model's)")
     p.add_argument("--limit-type", choices=("min", "max"), default=None, help="resize rule (default: the model's)")
+    p.add_argument("--thresh", type=float, default=None, help="binarisation threshold (default: the model's)")
     p.add_argument("--box-thresh", type=float, default=None, help="box score threshold (default: the model's)")
+    p.add_argument("--unclip-ratio", type=float, default=None, help="box expansion ratio (default: the model's)")
+    p.add_argument("--dilation", action=argparse.BooleanOptionalAction, default=None,
+                   help="2x2 dilation of the bitmap (default: the model's)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -275,7 +279,8 @@ def run(args) -> int:
     if args.limit is not None:
         samples = samples[: args.limit]
     kw = {k: v for k, v in (("limit_side_len", args.limit_side_len), ("limit_type", args.limit_type),
-                            ("box_thresh", args.box_thresh)) if v is not None}
+                            ("thresh", args.thresh), ("box_thresh", args.box_thresh),
+                            ("unclip_ratio", args.unclip_ratio), ("use_dilation", args.dilation)) if v is not None}
     det = Detector(model=args.model, device=args.device, num_threads=args.threads, **kw)
     t0 = time.perf_counter()
     dets = [det(s.image_path) for s in tqdm(samples, desc="eval", unit="img")]
