@@ -162,3 +162,17 @@ def test_nan_from_the_model_is_reported():
         next(broken.model.parameters()).fill_(float("nan"))
     with pytest.raises(ValueError, match="NaN probabilities"):
         broken(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_fine_tuned_model_beats_zero_shot_on_icdar2015(det, ic15):
+    """ppocrv4_ic15 (word boxes, with its own registry settings) against ppocrv4 on the same images."""
+    from dbdetect.data import read_folder
+    from dbdetect.evaluate import evaluate_detections
+
+    wanted = set(SAMPLE)
+    gts = [s for s in read_folder(ic15 / "test") if s.image_path.name in wanted]
+    tuned = Detector("ppocrv4_ic15")
+    assert tuned.limit_side_len == 1440
+    zero = evaluate_detections(gts, [det(s.image_path) for s in gts])
+    fine = evaluate_detections(gts, [tuned(s.image_path) for s in gts])
+    assert fine["hmean"] > zero["hmean"] + 0.05, (zero["hmean"], fine["hmean"])
