@@ -112,10 +112,9 @@ inline int last_bit(unsigned m) {
 #endif
 }
 
-// dst[x] = src[x] > thresh as 0/1 for one row; [lo, hi] = columns of the
-// foreground (lo > hi if none). Returns whether a NaN was seen. This pass
-// reads the whole map, so it is what bounds the speed of sparse maps: the
-// SSE2 path does 16 pixels per step with no branch in the common case.
+// dst[x] = src[x] > thresh as 0/1 for one row (NaN: 0); [lo, hi] = columns
+// of the foreground (lo > hi if none). With row_any_above, this bounds the
+// speed on sparse maps: 16 pixels a step with no branch in the common case.
 void threshold_row_base(const float* __restrict src, int8_t* __restrict dst, int w, float thresh,
                         int& lo, int& hi) {
   int x = 0;
@@ -258,10 +257,10 @@ void make_padded_threshold(const float* prob, int h, int w, float thresh,
   std::memset(d + (static_cast<std::size_t>(h) + 1) * stride, 0, stride);
   if (h == 0 || w == 0) return;
 
-  // Row y of the map is padded row y + 1. `have[y]`: thresholded (raw, not
-  // yet dilated) into the buffer; `need[y]`: its final value is wanted.
+  // Row y of the map is padded row y + 1. have[y]: 1 = thresholded (raw, not
+  // yet dilated) into the buffer, 2 = known empty but not written; need[y]:
+  // its final value is wanted.
   const int k = std::max(skip_below, 1);
-  // have[y]: 1 = thresholded into the buffer, 2 = known empty, not written.
   std::vector<uint8_t> have(h, 0), need(h, k == 1 ? 1 : 0);
   std::vector<int> rlo(h, w), rhi(h, -1);  // raw foreground columns per row
   auto raw = [&](int y) {

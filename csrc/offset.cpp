@@ -162,19 +162,16 @@ void union_positive(const std::vector<int64_t>& path,
   // consecutive ones at their shared vertex.
   bool simple = static_cast<std::size_t>(vx.size()) == m;
   std::vector<std::size_t> order(m);
-  std::vector<double> ex0(m), ex1(m);
+  std::vector<double> ex0(m), ex1(m), ey0(m), ey1(m);  // edge bounding boxes
   for (std::size_t i = 0; i < m; ++i) {
     order[i] = i;
     ex0[i] = std::min(px[i], px[nxt(i)]);
     ex1[i] = std::max(px[i], px[nxt(i)]);
-  }
-  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return ex0[a] < ex0[b]; });
-  std::vector<double> ey0(m), ey1(m);
-  for (std::size_t i = 0; i < m; ++i) {
     ey0[i] = std::min(py[i], py[nxt(i)]);
     ey1[i] = std::max(py[i], py[nxt(i)]);
   }
-  std::vector<std::pair<std::size_t, std::size_t>> pairs;
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return ex0[a] < ex0[b]; });
+  std::vector<std::pair<std::size_t, std::size_t>> pairs;  // edges whose boxes overlap
   for (std::size_t oi = 0; oi < m; ++oi) {
     const std::size_t a = order[oi];
     for (std::size_t oj = oi + 1; oj < m && ex0[order[oj]] <= ex1[a]; ++oj) {
@@ -188,40 +185,34 @@ void union_positive(const std::vector<int64_t>& path,
   std::sort(pairs.begin(), pairs.end());
   for (const auto& ij : pairs) {
     const std::size_t i = ij.first, j = ij.second;
-    const std::size_t i2 = nxt(i);
+    const std::size_t i2 = nxt(i), j2 = nxt(j);
     const double ax = px[i], ay = py[i], rx = px[i2] - ax, ry = py[i2] - ay;
-    if (rx == 0 && ry == 0) continue;
-    const double miny = std::min(ay, py[i2]), maxy = std::max(ay, py[i2]);
-    {
-      const std::size_t j2 = nxt(j);
-      const double cx = px[j], cy = py[j], sx = px[j2] - cx, sy = py[j2] - cy;
-      if (sx == 0 && sy == 0) continue;
-      if (std::max(cy, py[j2]) < miny || std::min(cy, py[j2]) > maxy) continue;
-      const bool consecutive = j == i + 1 || (i == 0 && j == m - 1);
-      const double den = rx * sy - ry * sx;
-      const double qx = cx - ax, qy = cy - ay;
-      if (den != 0) {
-        const double t = (qx * sy - qy * sx) / den;
-        const double u = (qx * ry - qy * rx) / den;
-        if (t < 0 || t > 1 || u < 0 || u > 1) continue;
-        const bool ti = t > 0 && t < 1, uj = u > 0 && u < 1;
-        if (!consecutive) simple = false;
-        if (!ti && !uj) continue;  // shared endpoint
-        const int id = point_id(ax + t * rx, ay + t * ry);
-        if (ti) splits[i].push_back({t, id});
-        if (uj) splits[j].push_back({u, id});
-      } else if (qx * ry - qy * rx == 0) {  // collinear: split at overlap ends
-        simple = false;
-        const double rr = rx * rx + ry * ry, ss = sx * sx + sy * sy;
-        const double tc = (qx * rx + qy * ry) / rr;
-        const double td = ((px[j2] - ax) * rx + (py[j2] - ay) * ry) / rr;
-        if (tc > 0 && tc < 1) splits[i].push_back({tc, vid[j]});
-        if (td > 0 && td < 1) splits[i].push_back({td, vid[j2]});
-        const double ta = (-qx * sx - qy * sy) / ss;
-        const double tb = ((px[i2] - cx) * sx + (py[i2] - cy) * sy) / ss;
-        if (ta > 0 && ta < 1) splits[j].push_back({ta, vid[i]});
-        if (tb > 0 && tb < 1) splits[j].push_back({tb, vid[i2]});
-      }
+    const double cx = px[j], cy = py[j], sx = px[j2] - cx, sy = py[j2] - cy;
+    if ((rx == 0 && ry == 0) || (sx == 0 && sy == 0)) continue;
+    const bool consecutive = j == i + 1 || (i == 0 && j == m - 1);
+    const double den = rx * sy - ry * sx;
+    const double qx = cx - ax, qy = cy - ay;
+    if (den != 0) {
+      const double t = (qx * sy - qy * sx) / den;
+      const double u = (qx * ry - qy * rx) / den;
+      if (t < 0 || t > 1 || u < 0 || u > 1) continue;
+      const bool ti = t > 0 && t < 1, uj = u > 0 && u < 1;
+      if (!consecutive) simple = false;
+      if (!ti && !uj) continue;  // shared endpoint
+      const int id = point_id(ax + t * rx, ay + t * ry);
+      if (ti) splits[i].push_back({t, id});
+      if (uj) splits[j].push_back({u, id});
+    } else if (qx * ry - qy * rx == 0) {  // collinear: split at overlap ends
+      simple = false;
+      const double rr = rx * rx + ry * ry, ss = sx * sx + sy * sy;
+      const double tc = (qx * rx + qy * ry) / rr;
+      const double td = ((px[j2] - ax) * rx + (py[j2] - ay) * ry) / rr;
+      if (tc > 0 && tc < 1) splits[i].push_back({tc, vid[j]});
+      if (td > 0 && td < 1) splits[i].push_back({td, vid[j2]});
+      const double ta = (-qx * sx - qy * sy) / ss;
+      const double tb = ((px[i2] - cx) * sx + (py[i2] - cy) * sy) / ss;
+      if (ta > 0 && ta < 1) splits[j].push_back({ta, vid[i]});
+      if (tb > 0 && tb < 1) splits[j].push_back({tb, vid[i2]});
     }
   }
   if (simple) {

@@ -399,14 +399,6 @@ void boxes_from_prob(const float* prob, int h, int w, int dest_h, int dest_w,
     const int32_t* cxy = wk.contours.xy.data() + 2 * wk.contours.start[ci];
     const std::size_t cn = wk.contours.start[ci + 1] - wk.contours.start[ci];
     if (!p.poly) {
-      // The rectangle's short side is at most sqrt(2) times the bounding
-      // box's short side (see rows_needed): skip the fit for specks.
-      int32_t bx0 = cxy[0], bx1 = cxy[0], by0 = cxy[1], by1 = cxy[1];
-      for (std::size_t k = 1; k < cn; ++k) {
-        bx0 = std::min(bx0, cxy[2 * k]), bx1 = std::max(bx1, cxy[2 * k]);
-        by0 = std::min(by0, cxy[2 * k + 1]), by1 = std::max(by1, cxy[2 * k + 1]);
-      }
-      if (std::sqrt(2.0) * std::min(bx1 - bx0, by1 - by0) < p.min_size - 0.05) continue;
       const RotRect rr = min_area_rect_i32(cxy, cn, wk.hull, wk.scratch);
       float box[8];
       if (mini_box(rr, box) < p.min_size) continue;
