@@ -1,4 +1,4 @@
-"""The ``dbdetect`` command line: ``detect``, ``train`` and ``eval``.
+"""The ``dbdetect`` command line: ``detect``, ``train``, ``eval`` and ``tune``.
 
 Each subcommand lives in the module that does the work and registers itself
 here through ``add_parser(subparsers)``; this file only wires them together
@@ -17,6 +17,7 @@ _SUBCOMMANDS = {
     "detect": "dbdetect.detect_cli",
     "train": "dbdetect.train",
     "eval": "dbdetect.evaluate",
+    "tune": "dbdetect.tune",
 }
 
 
@@ -27,7 +28,7 @@ class UserError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dbdetect",
-        description="Scene-text detection with DBNet: detect, train and evaluate.",
+        description="Scene-text detection with DBNet: detect, train, evaluate and tune.",
     )
     parser.add_argument("--version", action="version", version=f"dbdetect {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -206,7 +206,7 @@ def evaluate_detections(gt, dets, names=None, iou_thresh: float = 0.5, area_thre
 # ---------------------------------------------------------------- model side
 
 def evaluate_model(model, samples, limit_side_len=None, limit_type=None, box_thresh=None, device=None,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, *, thresh=None, unclip_ratio=None, use_dilation=None) -> dict:
     """Score an in-memory ``nn.Module`` on samples (validation during training).
 
     Runs a :class:`dbdetect.Detector` on a copy of the model (the detector
@@ -216,8 +216,8 @@ def evaluate_model(model, samples, limit_side_len=None, limit_type=None, box_thr
     Args:
         model: a model with a ``cfg`` dict (train or eval mode; left untouched).
         samples: list of :class:`~dbdetect.data.Sample`.
-        limit_side_len, limit_type, box_thresh: detector settings; ``None``
-            takes the model cfg's.
+        limit_side_len, limit_type, box_thresh, thresh, unclip_ratio,
+            use_dilation: detector settings; ``None`` takes the model cfg's.
         device: torch device for the forward passes (default: the model's).
         progress: show a tqdm bar.
 
@@ -233,7 +233,8 @@ def evaluate_model(model, samples, limit_side_len=None, limit_type=None, box_thr
     if device is None:
         device = next(model.parameters()).device
     kw = {k: v for k, v in (("limit_side_len", limit_side_len), ("limit_type", limit_type),
-                            ("box_thresh", box_thresh)) if v is not None}
+                            ("box_thresh", box_thresh), ("thresh", thresh), ("unclip_ratio", unclip_ratio),
+                            ("use_dilation", use_dilation)) if v is not None}
     det = Detector(model=copy.deepcopy(model).eval(), device=str(device), **kw)
     dets = [det(s.image_path) for s in tqdm(samples, desc="val", disable=not progress, leave=False)]
     return evaluate_detections(samples, dets)

@@ -1,0 +1,335 @@
+"""``dbdetect tune``: choose a model's post-processing on a validation set.
+
+Searches a grid of input sizes (``limit_side_len``) and post-processing
+settings (``thresh``, ``box_thresh``, ``unclip_ratio``, ``use_dilation``),
+scores every point with the ICDAR 2015 protocol (:mod:`dbdetect.evaluate`),
+and can write the best point into a copy of the checkpoint's ``cfg``, which
+:class:`dbdetect.Detector` and ``dbdetect eval`` then use by default.
+
+The network runs once per image and input size; every post-processing
+setting of that size reuses the same probability map, so a grid of 3 sizes x
+36 settings costs 3 forward passes per image, not 108.
+
+Command line (lists are comma-separated; the defaults are shown)::
+
+    dbdetect tune --data ic15_split/val100 --model runs/ic15/best.pt \\
+        --sizes 736,960,1280 --thresh 0.2,0.3 --box-thresh 0.5,0.6,0.7 \\
+        --unclip-ratio 1.3,1.5,1.7 --dilation on,off --out runs/ic15/tuned.pt
+
+Python:
+
+>>> from dbdetect.tune import Grid, tune, save_tuned          # doctest: +SKIP
+>>> rows = tune("ppocrv4", load_samples("val"), Grid(limit_side_len=(960,)))  # doctest: +SKIP
+>>> save_tuned("ppocrv4", rows[0], "tuned.pt")                # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+# cfg keys a tuned checkpoint sets (those Detector reads by default)
+SETTING_KEYS = ("limit_side_len", "limit_type", "thresh", "box_thresh", "unclip_ratio", "use_dilation")
+# checkpoint entries only training needs; a tuned copy is for inference and is not resumable
+_TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "train_state", "ema")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The settings searched; every combination is one row of the result.
+
+    Args:
+        limit_side_len: input sizes (the resize limit of the model's ``limit_type``).
+        thresh: binarisation thresholds.
+        box_thresh: box score thresholds.
+        unclip_ratio: box expansion ratios.
+        use_dilation: 2x2 dilation of the bitmap, True and/or False.
+
+    >>> len(Grid(limit_side_len=(960,), thresh=(0.3,), box_thresh=(0.5, 0.7)))
+    12
+    """
+
+    limit_side_len: tuple = (736, 960, 1280)
+    thresh: tuple = (0.2, 0.3)
+    box_thresh: tuple = (0.5, 0.6, 0.7)
+    unclip_ratio: tuple = (1.3, 1.5, 1.7)
+    use_dilation: tuple = (True, False)
+
+    def __post_init__(self):
+        for f in fields(self):
+            values = getattr(self, f.name)
+            values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
+            if not values:
+                raise ValueError(f"grid: {f.name} needs at least one value")
+            object.__setattr__(self, f.name, values)
+        for s in self.limit_side_len:
+            if isinstance(s, bool) or int(s) != s or s < 32:
+                raise ValueError(f"grid: limit_side_len values must be integers >= 32, got {s!r}")
+        for name, lo, hi in (("thresh", 0.0, 1.0), ("box_thresh", 0.0, 1.0), ("unclip_ratio", 0.0, math.inf)):
+            for v in getattr(self, name):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                    raise ValueError(f"grid: {name} values must be numbers in [{lo}, {hi}], got {v!r}")
+        if any(not isinstance(v, bool) for v in self.use_dilation):
+            raise ValueError(f"grid: use_dilation values must be True/False, got {self.use_dilation!r}")
+
+    def __len__(self) -> int:
+        return len(self.limit_side_len) * len(self.post_settings())
+
+    def post_settings(self) -> list[dict]:
+        """The post-processing combinations searched for each input size."""
+        return [dict(thresh=float(t), box_thresh=float(b), unclip_ratio=float(u), use_dilation=d)
+                for t, b, u, d in itertools.product(self.thresh, self.box_thresh, self.unclip_ratio,
+                                                    self.use_dilation)]
+
+
+def _as_module(model):
+    from torch import nn
+
+    from . import models
+
+    if isinstance(model, nn.Module):
+        if getattr(model, "fused", False):
+            raise ValueError("the model is fused (BatchNorm folded): pass the unfused model or its checkpoint")
+        return model
+    return models.create(model, pretrained=True)
+
+
+def _rows(grid: Grid, limit_type: str, counts: np.ndarray) -> list[dict]:
+    rows = []
+    for k, size in enumerate(grid.limit_side_len):
+        for j, post in enumerate(grid.post_settings()):
+            matched, n_gt, n_det = (int(v) for v in counts[k, j])
+            recall = matched / n_gt if n_gt else 0.0
+            precision = matched / n_det if n_det else 0.0
+            hmean = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+            rows.append({"limit_side_len": int(size), "limit_type": limit_type, **post, "precision": precision,
+                         "recall": recall, "hmean": hmean, "matched": matched, "num_gt_care": n_gt,
+                         "num_det_care": n_det})
+    # best first; among equals the smaller (faster) input, then the grid order
+    order = sorted(range(len(rows)), key=lambda i: (-rows[i]["hmean"], rows[i]["limit_side_len"], i))
+    return [rows[i] for i in order]
+
+
+def tune(model, samples, grid: Grid | dict | None = None, limit_type: str | None = None, device: str = "cpu",
+         progress: bool = True) -> list[dict]:
+    """Score every grid point on labelled samples (ICDAR 2015 protocol), best first.
+
+    Each image is decoded once and goes through the network once per input
+    size; all post-processing settings of that size share the probability
+    map. The global counts are those :func:`dbdetect.evaluate.evaluate_model`
+    reports for the same settings.
+
+    Args:
+        model: registry name, checkpoint path, or unfused ``nn.Module`` with a ``cfg``.
+        samples: list of :class:`~dbdetect.data.Sample` (``load_samples(...)``).
+        grid: a :class:`Grid` (or a dict of its fields); default ``Grid()``.
+        limit_type: "min" or "max" for every size; default the model's.
+        device: torch device of the forward passes.
+        progress: show a tqdm bar (images x sizes).
+
+    Returns:
+        list of dicts, one per grid point, sorted by H-mean (best first):
+        the settings (:data:`SETTING_KEYS`) and ``precision``, ``recall``,
+        ``hmean``, ``matched``, ``num_gt_care``, ``num_det_care``.
+    """
+    from tqdm import tqdm
+
+    from . import postprocess
+    from .detector import Detector
+    from .evaluate import evaluate_image
+    from .imageio import load_image
+
+    grid = Grid(**grid) if isinstance(grid, dict) else (grid or Grid())
+    samples = list(samples)
+    if not samples:
+        raise ValueError("tune needs at least one labelled image")
+    net = _as_module(model)
+    detectors = [Detector(net, device=device, limit_side_len=int(s), limit_type=limit_type)
+                 for s in grid.limit_side_len]
+    posts = grid.post_settings()
+    counts = np.zeros((len(detectors), len(posts), 3), np.int64)  # matched, care gt, care detections
+    with tqdm(total=len(samples) * len(detectors), desc="tune", unit="pass", disable=not progress) as bar:
+        for s in samples:
+            img = load_image(s.image_path)
+            for k, det in enumerate(detectors):
+                prob = det.probability_map(img, channel_order="rgb")
+                for j, post in enumerate(posts):
+                    polys, _ = postprocess.boxes_from_prob(prob, img.shape[:2], **{**det.post_kwargs, **post})
+                    r = evaluate_image(s.polygons, s.ignore, polys)
+                    counts[k, j] += (r["matched"], r["num_gt_care"], r["num_det_care"])
+                bar.update(1)
+    return _rows(grid, detectors[0].limit_type, counts)
+
+
+def _check_out(path, overwrite: bool) -> Path:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} exists: pass --overwrite (overwrite=True) to replace it, or choose another path")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name such as {path / 'tuned.pt'}")
+    return path
+
+
+def save_tuned(model, settings: dict, out, overwrite: bool = False, info: dict | None = None) -> Path:
+    """Write a checkpoint whose ``cfg`` carries ``settings`` (a :func:`tune` row).
+
+    A checkpoint path is copied without its training state (optimizer,
+    scheduler, ...), so the copy is for inference; a registry name or a
+    module becomes a checkpoint of its weights. ``Detector(out)`` and
+    ``dbdetect eval --model out`` then use the settings by default.
+
+    Args:
+        model: checkpoint path, registry name or unfused ``nn.Module``.
+        settings: dict with the :data:`SETTING_KEYS` (extra keys are ignored).
+        out: the new checkpoint file; never replaced unless ``overwrite``.
+        info: stored under the checkpoint's ``"tuned"`` key (data, scores...).
+
+    Returns:
+        ``out`` as a Path.
+
+    >>> save_tuned("ppocrv4", {"limit_side_len": 960, "thresh": 0.3}, "v4_960.pt")  # doctest: +SKIP
+    """
+    import torch
+
+    out = _check_out(out, overwrite)
+    new = {k: settings[k] for k in SETTING_KEYS if k in settings}
+    if not new:
+        raise ValueError(f"settings hold none of {', '.join(SETTING_KEYS)}")
+    if isinstance(model, (str, os.PathLike)) and Path(model).is_file():
+        ckpt = torch.load(model, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or not {"arch", "model"} <= set(ckpt):
+            raise ValueError(f"{model} is not a dbdetect checkpoint (expected a dict with 'arch' and 'model')")
+        ckpt = {k: v for k, v in ckpt.items() if k not in _TRAINING_KEYS}
+        ckpt["cfg"] = {**(ckpt.get("cfg") or {}), **new}
+    else:
+        net = _as_module(model)
+        ckpt = {"arch": net.cfg["arch"], "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                "cfg": {**net.cfg, **new}}
+    if info is not None:
+        ckpt["tuned"] = info
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def format_table(rows: list[dict], show: int | None = None) -> str:
+    """The rows as a text table, best first, the best marked with ``*``."""
+    head = f"{'':2}{'side':>5} {'thresh':>6} {'box':>5} {'unclip':>6} {'dil':>4} {'P':>7} {'R':>7} {'H':>7}"
+    lines = [head]
+    for i, r in enumerate(rows[:show] if show else rows):
+        lines.append(f"{'*' if i == 0 else '':2}{r['limit_side_len']:>5} {r['thresh']:>6g} {r['box_thresh']:>5g} "
+                     f"{r['unclip_ratio']:>6g} {'on' if r['use_dilation'] else 'off':>4} "
+                     f"{100 * r['precision']:7.2f} {100 * r['recall']:7.2f} {100 * r['hmean']:7.2f}")
+    if show and len(rows) > show:
+        lines.append(f"  ... {len(rows) - show} more rows (--show 0 prints all, --json saves them)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- CLI
+
+def _list_of(convert, what):
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(convert(v.strip()) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected at least one value, got {text!r}")
+        return values
+    return parse
+
+
+def _on_off(v: str) -> bool:
+    table = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
+    if v.lower() not in table:
+        raise ValueError(v)
+    return table[v.lower()]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``dbdetect tune``."""
+    g = Grid()
+
+    def csv(values):
+        return ",".join(("on" if v else "off") if isinstance(v, bool) else f"{v:g}" for v in values)
+
+    p = subparsers.add_parser(
+        "tune", help="choose input size and post-processing on a validation set",
+        description="Score a grid of input sizes and post-processing settings on a labelled validation set "
+                    "(ICDAR 2015 protocol, one forward pass per image and size), print the table, and with "
+                    "--out write the best settings into a copy of the checkpoint (Detector and dbdetect eval "
+                    "use them by default). Lists are comma-separated.",
+    )
+    p.add_argument("--data", required=True, help="validation set: dataset folder (images/ + gts/) or PaddleOCR label file")
+    p.add_argument("--model", default="ppocrv4", help="checkpoint path or model name (default: ppocrv4)")
+    p.add_argument("--sizes", type=_list_of(int, "integers"), default=g.limit_side_len,
+                   help=f"input sizes, limit_side_len (default {csv(g.limit_side_len)})")
+    p.add_argument("--limit-type", choices=("min", "max"), default=None, help="resize rule (default: the model's)")
+    p.add_argument("--thresh", type=_list_of(float, "numbers"), default=g.thresh, help=f"default {csv(g.thresh)}")
+    p.add_argument("--box-thresh", type=_list_of(float, "numbers"), default=g.box_thresh,
+                   help=f"default {csv(g.box_thresh)}")
+    p.add_argument("--unclip-ratio", type=_list_of(float, "numbers"), default=g.unclip_ratio,
+                   help=f"default {csv(g.unclip_ratio)}")
+    p.add_argument("--dilation", type=_list_of(_on_off, "on/off values"), default=g.use_dilation,
+                   help=f"on, off or on,off (default {csv(g.use_dilation)})")
+    p.add_argument("--out", default=None, help="write the best settings into this new checkpoint file")
+    p.add_argument("--json", default=None, help="write every row (and the grid) as JSON here")
+    p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out / --json")
+    p.add_argument("--show", type=int, default=20, help="rows to print (default 20; 0 = all)")
+    p.add_argument("--format", default="auto", help="label format: auto, icdar2015, polygon, totaltext, paddle")
+    p.add_argument("--root", default=None, help="image root for PaddleOCR label files")
+    p.add_argument("--lenient", action="store_true", help="skip malformed label lines with a warning")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    """``dbdetect tune``: search, print, and optionally write the tuned checkpoint."""
+    import time
+
+    import torch
+
+    from .data import load_samples
+
+    grid = Grid(limit_side_len=args.sizes, thresh=args.thresh, box_thresh=args.box_thresh,
+                unclip_ratio=args.unclip_ratio, use_dilation=args.dilation)
+    # fail before the long search, not after it
+    out = _check_out(args.out, args.overwrite) if args.out else None
+    json_out = _check_out(args.json, args.overwrite) if args.json else None
+    samples = load_samples(args.data, fmt=args.format, root=args.root, lenient=args.lenient)
+    if args.limit is not None:
+        samples = samples[: args.limit]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    net = _as_module(args.model)
+    t0 = time.perf_counter()
+    rows = tune(net, samples, grid, limit_type=args.limit_type, device=args.device)
+    seconds = round(time.perf_counter() - t0, 1)
+    print(format_table(rows, args.show or None))
+    best = rows[0]
+    print(f"best of {len(rows)} settings on {len(samples)} images ({seconds} s): "
+          + " ".join(f"{k}={best[k]}" for k in SETTING_KEYS) + f"  hmean {best['hmean']:.4f}")
+    info = {"data": str(args.data), "images": len(samples), "grid": asdict(grid),
+            **{k: best[k] for k in ("precision", "recall", "hmean")}}
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"model": str(args.model), **info, "rows": rows}, indent=1))
+        print(f"rows written to {json_out}")
+    if out:
+        save_tuned(args.model if isinstance(args.model, str) and Path(args.model).is_file() else net,
+                   best, out, overwrite=args.overwrite, info=info)
+        print(f"tuned checkpoint written to {out}")
+    else:
+        print("pass --out FILE to write these settings into a checkpoint")
+    return 0
