@@ -26,16 +26,16 @@ def test_sampler_is_deterministic_sharded_and_resumable():
     s.set_epoch(2)
     full = list(s)
     assert len(full) == len(s) == steps_per_epoch(10, 3) == 3
-    assert all(len(b) == 3 and all(e == 2 for _, e in b) for b in full)
-    assert len({i for b in full for i, _ in b}) == 9
+    assert all(len(b) == 3 and all(k[1] == 2 for k in b) for b in full)
+    assert len({k[0] for b in full for k in b}) == 9
     s.set_epoch(2, start_batch=1)
     assert list(s) == full[1:]
     s.set_epoch(3)
     assert list(s) != full  # a new epoch reshuffles
     # two ranks: disjoint shards of equal length
     r0, r1 = EpochBatchSampler(10, 2, seed=5, rank=0, world=2), EpochBatchSampler(10, 2, seed=5, rank=1, world=2)
-    a = {i for b in r0 for i, _ in b}
-    b = {i for b in r1 for i, _ in b}
+    a = {k[0] for b in r0 for k in b}
+    b = {k[0] for b in r1 for k in b}
     assert len(r0) == len(r1) == 2 and not (a & b)
     # fewer images than a batch still gives one (smaller) batch
     tiny = EpochBatchSampler(3, 8)

@@ -45,11 +45,14 @@ import numpy as np
 
 # Hyper-parameters that decide what is learned. On --resume they come from the
 # checkpoint (a different value on the command line is ignored with a warning).
+# The training sets (paths, weights, formats, roots) are kept with the run the same way.
 HPARAMS = {
-    "model": "ppocrv4", "pretrained": True, "format": "auto", "root": None, "lenient": False,
+    "model": "ppocrv4", "pretrained": True, "lenient": False,
     "epochs": 10, "batch_size": 8, "lr": 1e-4, "weight_decay": 1e-4, "warmup_steps": None,
-    "min_lr_ratio": 0.0, "backbone_lr_scale": 1.0, "freeze_backbone_epochs": 0, "bn": "auto", "size": 640, "prob_loss": "bce", "prob_weight": 1.0, "alpha": 1.0, "beta": 10.0,
-    "shrink_ratio": 0.4, "clip_grad": 5.0, "seed": 0, "max_steps": None, "amp": True,
+    "min_lr_ratio": 0.0, "backbone_lr_scale": 1.0, "freeze_backbone_epochs": 0, "bn": "auto",
+    "size": 640, "size_max": None, "max_angle": 15.0,
+    "prob_loss": "bce", "prob_weight": 1.0, "alpha": 1.0, "beta": 10.0, "ohem_ratio": 3.0,
+    "shrink_ratio": 0.4, "clip_grad": 5.0, "seed": 0, "max_steps": None, "amp": True, "ema": None,
 }
 
 
@@ -61,10 +64,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "metrics.png into --out. Multi-process: torchrun --nproc-per-node N -m dbdetect train ...",
     )
     d = HPARAMS
-    p.add_argument("--train", help="training set: dataset folder (images/ + gts/) or PaddleOCR label file")
+    p.add_argument("--train", action="append", default=None,
+                   help="training set: dataset folder (images/ + gts/) or PaddleOCR label file; repeat for several")
+    p.add_argument("--train-weight", type=float, action="append", default=None,
+                   help="sampling weight of each --train, one per --train in the same order: the mean number of "
+                        "draws per image and epoch (default 1; 0.5 = a random half each epoch, 2 = twice)")
     p.add_argument("--val", default=None, help="validation set (H-mean each epoch); optional")
-    p.add_argument("--format", default=None, help=f"label format: auto, icdar2015, polygon, totaltext, paddle (default {d['format']})")
-    p.add_argument("--root", default=None, help="image root for PaddleOCR label files")
+    p.add_argument("--format", action="append", default=None,
+                   help="label format: auto, icdar2015, polygon, totaltext, paddle (default auto); "
+                        "once for every set or once per --train")
+    p.add_argument("--root", action="append", default=None,
+                   help="image root for PaddleOCR label files; once for every set or once per --train")
+    p.add_argument("--val-format", default=None, help="label format of --val (default: a single --format, else auto)")
+    p.add_argument("--val-root", default=None, help="image root of a --val label file (default: a single --root)")
     p.add_argument("--lenient", action="store_true", default=None, help="skip malformed label lines with a warning")
     p.add_argument("--model", default=None, help=f"model name or checkpoint to start from (default {d['model']})")
     p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
@@ -84,10 +96,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="BatchNorm outside frozen parts: 'train' updates statistics, 'frozen' keeps the pretrained "
                         "ones; 'auto' (default) = frozen when starting from trained weights, else train")
     p.add_argument("--size", type=int, default=None, help=f"square training size, multiple of 32 (default {d['size']})")
+    p.add_argument("--size-max", type=int, default=None,
+                   help="multi-scale training: each batch takes a random size, a multiple of 32 in [--size, --size-max]")
+    p.add_argument("--max-angle", type=float, default=None,
+                   help=f"largest random rotation of the augmentation, degrees (default {d['max_angle']:g})")
     p.add_argument("--prob-loss", choices=("bce", "dice"), default=None,
                    help="probability-map loss: 'bce' (default; balanced BCE with 3:1 hard-negative mining, "
                         "the DBNet paper) or 'dice' (what PaddleOCR trains PP-OCR with)")
     p.add_argument("--prob-weight", type=float, default=None, help="weight of the probability-map loss (default 1)")
+    p.add_argument("--ohem-ratio", type=float, default=None,
+                   help=f"negatives kept per positive by the balanced BCE's hard-negative mining "
+                        f"(default {d['ohem_ratio']:g}; --prob-loss bce only)")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999); validation and best.pt "
+                        "use it, last.pt keeps both (default: off)")
     p.add_argument("--alpha", type=float, default=None, help="weight of the binary-map dice loss (default 1)")
     p.add_argument("--beta", type=float, default=None, help="weight of the threshold-map L1 loss (default 10)")
     p.add_argument("--shrink-ratio", type=float, default=None, help="DB shrink ratio (default 0.4)")
@@ -293,9 +315,29 @@ def run(args) -> int:
     import torch.distributed as dist
 
     rank, world, local_rank = _dist_info()
+    ckpt, out = _open_checkpoint(args)
+    saved = ckpt["train_state"]["hparams"] if ckpt else None
+    hp = _resolve_hparams(args, saved)
+    _check_recipe(hp)
+    data = _resolve_data(args, ckpt)
 
-    # ---- run folder / resume
-    ckpt = None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = _pick_device(args.device, local_rank, world)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(hours=3))
+    try:
+        return _Session(args, hp, ckpt, out, data, device, rank, world).train()
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _open_checkpoint(args):
+    """The checkpoint to resume (or None) and the run folder."""
+    import torch
+
     if args.resume:
         rp = Path(args.resume)
         if rp.is_dir():
@@ -305,283 +347,432 @@ def run(args) -> int:
         ckpt = torch.load(rp, map_location="cpu", weights_only=False)
         if "train_state" not in ckpt:
             raise ValueError(f"{rp} is not a resumable training checkpoint (no train_state); use it as --model instead")
-        out = Path(args.out) if args.out else rp.parent
+        return ckpt, Path(args.out) if args.out else rp.parent
+    if not args.out:
+        raise ValueError("--out RUN_DIR is required")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise ValueError(f"run folder {out} is not empty: pass --resume {out / 'last.pt'} to continue, "
+                         "--overwrite to reuse it, or choose another --out")
+    return None, out
+
+
+def _resolve_data(args, ckpt) -> dict:
+    """Training sets and validation set, from the command line or the checkpoint being resumed."""
+    from .data.mixing import TrainSet, parse_train_sets
+
+    ts = ckpt["train_state"] if ckpt else {}
+    saved_hp = ts.get("hparams", {})
+    if args.train:
+        sets = parse_train_sets(args.train, args.train_weight, args.format, args.root)
+        if "train_sets" in ts and [s.to_dict() for s in sets] != ts["train_sets"]:
+            print("warning: the training sets differ from the resumed run's", file=sys.stderr)
+    elif "train_sets" in ts:
+        sets = [TrainSet(**d) for d in ts["train_sets"]]
+    elif ts:  # a checkpoint from before multi-set training: one set, format and root in its hparams
+        sets = [TrainSet(str(Path(ts["train"]).resolve()), 1.0, saved_hp.get("format", "auto"), saved_hp.get("root"))]
     else:
-        if not args.out:
-            raise ValueError("--out RUN_DIR is required")
-        out = Path(args.out)
-        if out.exists() and any(out.iterdir()) and not args.overwrite:
-            raise ValueError(f"run folder {out} is not empty: pass --resume {out / 'last.pt'} to continue, "
-                             "--overwrite to reuse it, or choose another --out")
-    saved = ckpt["train_state"]["hparams"] if ckpt else None
-    hp = _resolve_hparams(args, saved)
-    train_src = args.train or (ckpt["train_state"]["train"] if ckpt else None)
-    val_src = args.val if args.val is not None else (ckpt["train_state"].get("val") if ckpt else None)
-    if not train_src:
         raise ValueError("--train DIR_OR_LABELS is required")
+    val = args.val if args.val is not None else ts.get("val")
+
+    def one(values):  # a single --format/--root also applies to --val
+        return values[0] if values and len(values) == 1 else None
+
+    val_format = args.val_format or one(args.format) or ts.get("val_format") or saved_hp.get("format") or "auto"
+    val_root = args.val_root or one(args.root) or ts.get("val_root", saved_hp.get("root"))
     # absolute, so --resume works from any working directory
-    train_src = str(Path(train_src).resolve())
-    val_src = str(Path(val_src).resolve()) if val_src else None
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = _pick_device(args.device, local_rank, world)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(hours=3))
-    try:
-        return _train(args, hp, ckpt, out, train_src, val_src, device, rank, world)
-    finally:
-        if world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    return {"train_sets": sets, "val": str(Path(val).resolve()) if val else None,
+            "val_format": val_format, "val_root": str(Path(val_root).resolve()) if val_root else None}
 
 
-def _train(args, hp, ckpt, out, train_src, val_src, device, rank, world):
-    import torch
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
-    from tqdm import tqdm
+def _check_recipe(hp: dict) -> None:
+    if hp["ema"] is not None and not 0.0 < hp["ema"] < 1.0:
+        raise ValueError(f"--ema decay must be in (0, 1), e.g. 0.999; got {hp['ema']}")
+    if hp["size"] % 32 or hp["size"] < 32:
+        raise ValueError(f"--size must be a multiple of 32, got {hp['size']}")
+    if hp["size_max"] is not None and (hp["size_max"] % 32 or hp["size_max"] < hp["size"]):
+        raise ValueError(f"--size-max must be a multiple of 32 and >= --size {hp['size']}, got {hp['size_max']}")
+    if not hp["ohem_ratio"] > 0:
+        raise ValueError(f"--ohem-ratio must be > 0, got {hp['ohem_ratio']}")
+    if not 0 <= hp["max_angle"] <= 180:
+        raise ValueError(f"--max-angle must be in [0, 180] degrees, got {hp['max_angle']}")
 
-    from . import models
-    from .data import load_samples
-    from .data.dataset import DetDataset, EpochBatchSampler, collate, steps_per_epoch, worker_init
-    from .evaluate import evaluate_model
-    from .losses import DBLoss
 
-    is_main = rank == 0
-    torch.manual_seed(hp["seed"])
-    random.seed(hp["seed"])
-    np.random.seed(hp["seed"])
+def multiscale_sizes(size: int, size_max: int | None) -> list[int] | None:
+    """Training sizes of ``--size S --size-max M``: the multiples of 32 in [S, M] (None without M).
 
-    train_samples = load_samples(train_src, fmt=hp["format"], root=hp["root"], lenient=hp["lenient"])
-    if not train_samples:
-        raise ValueError(f"no training images in {train_src}")
-    val_samples = None
-    if val_src and is_main:
-        val_samples = load_samples(val_src, fmt=hp["format"], root=hp["root"], lenient=hp["lenient"])
-        if args.val_limit is not None:
-            val_samples = val_samples[: args.val_limit]
+    >>> multiscale_sizes(640, 736)
+    [640, 672, 704, 736]
+    """
+    if size_max is None:
+        return None
+    return list(range(size, size_max + 1, 32))
 
-    model = models.create(hp["model"], pretrained=hp["pretrained"])
-    if hp["bn"] == "auto":
-        # Batch statistics of small, padded training crops are far from the
-        # pretrained running statistics (PP-OCRv4 on ICDAR 2015: balanced BCE
-        # 10.6 with batch statistics vs 1.5 with running ones on the same
-        # batch), so fine-tuning keeps the pretrained ones.
-        from_weights = hp["pretrained"] or Path(str(hp["model"])).suffix in (".pt", ".pth", ".ckpt")
-        hp["bn"] = "frozen" if from_weights else "train"
-    cfg = dict(model.cfg)
-    arch = ckpt["arch"] if ckpt else cfg["arch"]  # registry name; a checkpoint start keeps its own
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
-    model.to(device)
 
-    spe = steps_per_epoch(len(train_samples), hp["batch_size"], world)
-    total = hp["epochs"] * spe
-    if hp["max_steps"]:
-        total = min(total, hp["max_steps"])
-    warmup = hp["warmup_steps"] if hp["warmup_steps"] is not None else min(200, max(1, total // 20))
-    opt = torch.optim.AdamW(param_groups(model, hp["lr"], hp["backbone_lr_scale"]), lr=hp["lr"],
-                            weight_decay=hp["weight_decay"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda_factory(total, warmup, hp["min_lr_ratio"]))
-    use_amp = bool(hp["amp"]) and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    loss_fn = DBLoss(alpha=hp["alpha"], beta=hp["beta"], prob_loss=hp["prob_loss"], prob_weight=hp["prob_weight"])
+class _Session:
+    """One training session, in the order it runs.
 
-    step, epoch, batch_in_epoch = 0, 0, 0
-    best = {"hmean": None, "loss": None, "epoch": None}
-    epoch_sums = {}
-    if ckpt:
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
+    Set-up: ``__init__`` (data, model, optimiser, resume state, loader, run
+    folder). Training: :meth:`train` runs epochs; :meth:`_run_epoch` iterates
+    the batches of one, :meth:`_step` is one optimiser step. End of an epoch:
+    :meth:`_end_epoch` (validation in :meth:`_validate`, best-model choice,
+    logging). Checkpoints: :meth:`_checkpoint`.
+    """
+
+    def __init__(self, args, hp, ckpt, out: Path, data: dict, device, rank: int, world: int):
+        import torch
+
+        self.args, self.hp, self.out, self.data, self.device = args, hp, out, data, device
+        self.rank, self.world, self.is_main = rank, world, rank == 0
+        torch.manual_seed(hp["seed"])
+        random.seed(hp["seed"])
+        np.random.seed(hp["seed"])
+        self._load_data()
+        self._build_model(ckpt)
+        self._build_optimizer()
+        self._restore(ckpt)
+        self._build_loader()
+        self._open_run_folder(ckpt)
+
+    # ---- set-up
+    def _load_data(self):
+        from .data import load_samples
+        from .data.mixing import load_train_sets
+
+        self.train_samples, self.set_lengths = load_train_sets(self.data["train_sets"], self.hp["lenient"])
+        self.val_samples = None
+        if self.data["val"] and self.is_main:
+            self.val_samples = load_samples(self.data["val"], fmt=self.data["val_format"], root=self.data["val_root"],
+                                            lenient=self.hp["lenient"])
+            if self.args.val_limit is not None:
+                self.val_samples = self.val_samples[: self.args.val_limit]
+
+    def _build_model(self, ckpt):
+        from . import models
+
+        hp = self.hp
+        model = models.create(hp["model"], pretrained=hp["pretrained"])
+        if hp["bn"] == "auto":
+            # Batch statistics of small, padded training crops are far from the
+            # pretrained running statistics (PP-OCRv4 on ICDAR 2015: balanced BCE
+            # 10.6 with batch statistics vs 1.5 with running ones on the same
+            # batch), so fine-tuning keeps the pretrained ones.
+            from_weights = hp["pretrained"] or Path(str(hp["model"])).suffix in (".pt", ".pth", ".ckpt")
+            hp["bn"] = "frozen" if from_weights else "train"
+        self.cfg = dict(model.cfg)
+        self.arch = ckpt["arch"] if ckpt else self.cfg["arch"]  # registry name; a checkpoint start keeps its own
+        if ckpt:
+            model.load_state_dict(ckpt["model"])
+        self.model = model.to(self.device)
+
+    def _build_optimizer(self):
+        import torch
+
+        from .data.dataset import steps_per_epoch
+        from .data.mixing import epoch_size
+        from .ema import EMA
+        from .losses import DBLoss
+
+        hp = self.hp
+        n = epoch_size(self.set_lengths, [s.weight for s in self.data["train_sets"]])
+        self.spe = steps_per_epoch(n, hp["batch_size"], self.world)
+        self.total = hp["epochs"] * self.spe
+        if hp["max_steps"]:
+            self.total = min(self.total, hp["max_steps"])
+        self.warmup = hp["warmup_steps"] if hp["warmup_steps"] is not None else min(200, max(1, self.total // 20))
+        self.opt = torch.optim.AdamW(param_groups(self.model, hp["lr"], hp["backbone_lr_scale"]), lr=hp["lr"],
+                                     weight_decay=hp["weight_decay"])
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda_factory(self.total, self.warmup,
+                                                                                   hp["min_lr_ratio"]))
+        self.use_amp = bool(hp["amp"]) and self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.loss_fn = DBLoss(alpha=hp["alpha"], beta=hp["beta"], negative_ratio=hp["ohem_ratio"],
+                              prob_loss=hp["prob_loss"], prob_weight=hp["prob_weight"])
+        # only the main process validates and saves, so only it keeps the average
+        self.ema = EMA(self.model, hp["ema"]) if hp["ema"] and self.is_main else None
+
+    def _restore(self, ckpt):
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.best = {"hmean": None, "loss": None, "epoch": None}
+        self.epoch_sums = {}
+        if not ckpt:
+            return
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
         if "scaler" in ckpt:
-            scaler.load_state_dict(ckpt["scaler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and "ema" in ckpt:
+            self.ema.load_state_dict(ckpt["ema"])
         ts = ckpt["train_state"]
-        step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ts["batch_in_epoch"]
-        best = ckpt["best"]
-        epoch_sums = ts.get("epoch_sums", {})
+        self.step, self.epoch, self.batch_in_epoch = ckpt["step"], ckpt["epoch"], ts["batch_in_epoch"]
+        self.best = ckpt["best"]
+        self.epoch_sums = ts.get("epoch_sums", {})
         _set_rng_state(ts["rng"])  # data randomness is per-sample seeded; this covers the rest
 
-    dataset = DetDataset(train_samples, cfg, size=hp["size"], augment=True, shrink_ratio=hp["shrink_ratio"],
-                         seed=hp["seed"])
-    sampler = EpochBatchSampler(len(dataset), hp["batch_size"], seed=hp["seed"], rank=rank, world=world)
-    worker_kw = {}
-    if args.workers:
-        import multiprocessing as mp
+    def _build_loader(self):
+        import torch
 
-        # Workers forked after validation inherit OpenCV/OpenMP thread pools in a
-        # locked state and can hang; start them clean, once, and keep them.
-        ctx = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        worker_kw = dict(worker_init_fn=worker_init, persistent_workers=True, multiprocessing_context=ctx)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=args.workers,
-                                         collate_fn=collate, pin_memory=device.type == "cuda", **worker_kw,
-                                         # own generator: creating an iterator must not consume the global RNG
-                                         # (model randomness), or resume would be off by one draw
-                                         generator=torch.Generator().manual_seed(hp["seed"]))
+        from .data.dataset import DetDataset, EpochBatchSampler, collate, worker_init
 
-    metrics_path = out / "metrics.jsonl"
-    records = []
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if ckpt and metrics_path.is_file():
+        hp = self.hp
+        dataset = DetDataset(self.train_samples, self.cfg, size=hp["size"], augment=True,
+                             shrink_ratio=hp["shrink_ratio"], seed=hp["seed"], max_angle=hp["max_angle"])
+        self.sampler = EpochBatchSampler(self.set_lengths, hp["batch_size"], seed=hp["seed"], rank=self.rank,
+                                         world=self.world, weights=[s.weight for s in self.data["train_sets"]],
+                                         sizes=multiscale_sizes(hp["size"], hp["size_max"]))
+        worker_kw = {}
+        if self.args.workers:
+            import multiprocessing as mp
+
+            # Workers forked after validation inherit OpenCV/OpenMP thread pools in a
+            # locked state and can hang; start them clean, once, and keep them.
+            ctx = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+            worker_kw = dict(worker_init_fn=worker_init, persistent_workers=True, multiprocessing_context=ctx)
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=self.sampler, num_workers=self.args.workers, collate_fn=collate,
+            pin_memory=self.device.type == "cuda", **worker_kw,
+            # own generator: creating an iterator must not consume the global RNG
+            # (model randomness), or resume would be off by one draw
+            generator=torch.Generator().manual_seed(hp["seed"]))
+
+    def _open_run_folder(self, ckpt):
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.records = []
+        if not self.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        if ckpt and self.metrics_path.is_file():
             # keep only what the checkpoint had seen, so a crash after it leaves no duplicates
-            records = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln.strip()]
-            records = [r for r in records if r.get("step", 0) <= step]
-            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+            records = [json.loads(ln) for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
+            self.records = [r for r in records if r.get("step", 0) <= self.step]
+            self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
         elif not ckpt:
-            metrics_path.write_text("")
-        (out / "args.json").write_text(json.dumps(
-            {"hparams": hp, "train": str(train_src), "val": str(val_src) if val_src else None,
-             "world_size": world, "steps_per_epoch": spe, "total_steps": total, "warmup_steps": warmup,
-             "argv": sys.argv[1:]}, indent=1))
+            self.metrics_path.write_text("")
+        (self.out / "args.json").write_text(json.dumps(
+            {"hparams": self.hp, **self._data_state(), "world_size": self.world, "steps_per_epoch": self.spe,
+             "total_steps": self.total, "warmup_steps": self.warmup, "argv": sys.argv[1:]}, indent=1))
 
-    def log(rec):
-        if is_main:
-            records.append(rec)
-            with metrics_path.open("a") as f:
+    def _data_state(self) -> dict:
+        sets = self.data["train_sets"]
+        return {"train": sets[0].path, "train_sets": [s.to_dict() for s in sets], "val": self.data["val"],
+                "val_format": self.data["val_format"], "val_root": self.data["val_root"]}
+
+    # ---- small shared pieces
+    def base_model(self):
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return self.model.module if isinstance(self.model, DDP) else self.model
+
+    def _log(self, rec: dict):
+        if self.is_main:
+            self.records.append(rec)
+            with self.metrics_path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
 
-    def base_model():
-        return model.module if isinstance(model, DDP) else model
+    # ---- training
+    def train(self) -> int:
+        """Run epochs until the schedule ends or a stop condition; returns the exit code."""
+        self.t_start = time.perf_counter()
+        self.session_steps = 0
+        self.stop_reason = None
+        self.ddp_frozen_state = None
+        try:
+            while self.step < self.total and self.stop_reason is None:
+                self._start_epoch()
+                self._run_epoch()
+                epoch_done = self.batch_in_epoch >= self.spe or self.step >= self.total
+                if self.stop_reason and not epoch_done:
+                    break
+                self._end_epoch()
+        except KeyboardInterrupt:
+            if self.is_main:
+                self._checkpoint(self.out / "last.pt")
+                print(f"interrupted: resume with --resume {self.out / 'last.pt'}", file=sys.stderr)
+            raise
+        self._finish()
+        return 0
 
-    def checkpoint(path: Path, with_state: bool = True):
-        if not is_main:
-            return
-        m = base_model()
-        ck = {"arch": arch, "model": {k: v.detach().cpu() for k, v in m.state_dict().items()}, "cfg": cfg,
-              "epoch": epoch, "step": step, "best": best}
-        if with_state:
-            ck.update(optimizer=opt.state_dict(), scheduler=sched.state_dict(), scaler=scaler.state_dict(),
-                      train_state={"hparams": hp, "train": str(train_src), "val": str(val_src) if val_src else None,
-                                   "batch_in_epoch": batch_in_epoch, "epoch_sums": epoch_sums, "rng": _rng_state()})
-        _atomic_save(ck, path)
+    def _start_epoch(self):
+        from torch.nn.parallel import DistributedDataParallel as DDP
 
-    def validate():
-        if val_samples is None:
+        frozen = self.epoch < self.hp["freeze_backbone_epochs"]
+        set_backbone_frozen(self.base_model(), frozen)
+        if self.world > 1 and self.ddp_frozen_state != frozen:
+            # DDP fixes its parameter set at wrap time: re-wrap when freezing changes it
+            dev = self.device
+            self.model = DDP(self.base_model(), device_ids=[dev.index] if dev.type == "cuda" else None)
+            self.ddp_frozen_state = frozen
+        self.model.train()
+        apply_bn_mode(self.base_model(), frozen, self.hp["bn"])
+        self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+
+    def _run_epoch(self):
+        """The batches of one epoch (from ``batch_in_epoch`` on), with logging and stop checks."""
+        from tqdm import tqdm
+
+        args = self.args
+        n_batches = min(self.spe - self.batch_in_epoch, self.total - self.step)
+        bar = tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}/{self.hp['epochs']}", leave=False,
+                   disable=not self.is_main or args.no_progress, dynamic_ncols=True)
+        t_log = time.perf_counter()
+        steps_since_log, waited = 0, 0.0
+        batches = iter(self.loader)
+        while True:
+            t_wait = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None or self.step >= self.total:
+                break
+            waited += time.perf_counter() - t_wait
+            vals = self._step(batch)
+            self.session_steps += 1
+            steps_since_log += 1
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in vals.items()}, refresh=False)
+            if self.step % args.log_every == 0 or self.step == self.total:
+                now = time.perf_counter()
+                self._log({"type": "train", "epoch": self.epoch, "step": self.step,
+                           "lr": self.sched.get_last_lr()[-1], **vals,
+                           "sec_per_step": (now - t_log) / steps_since_log,
+                           "data_wait": round(waited / max(now - t_log, 1e-9), 4)})
+                t_log, steps_since_log, waited = now, 0, 0.0
+            if args.save_every and self.step % args.save_every == 0:
+                self._checkpoint(self.out / "last.pt")
+            if args.stop_after is not None and self.session_steps >= args.stop_after:
+                self.stop_reason = f"--stop-after {args.stop_after}"
+            elif args.time_limit is not None and time.perf_counter() - self.t_start > args.time_limit * 60:
+                self.stop_reason = f"--time-limit {args.time_limit} min"
+            if self.stop_reason:
+                break
+        bar.close()
+
+    def _step(self, batch: dict) -> dict:
+        """One optimiser step; returns the loss and its parts as floats."""
+        import torch
+
+        hp = self.hp
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            preds = self.model(batch["image"])
+        loss, parts = self.loss_fn(preds, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {self.step}: lower --lr or check the labels")
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if hp["clip_grad"]:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], hp["clip_grad"])
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        if self.ema is not None:
+            self.ema.update(self.base_model())
+        self.step += 1
+        self.batch_in_epoch += 1
+        vals = {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
+        for k, v in vals.items():
+            self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
+        self.epoch_sums["n"] = self.epoch_sums.get("n", 0) + 1
+        return vals
+
+    # ---- end of an epoch
+    def _validate(self):
+        """Validation H-mean of the deployed weights (the EMA's with ``--ema``), or None without --val."""
+        from .evaluate import evaluate_model
+
+        if self.val_samples is None:
             return None
-        m = base_model()
+        m = self.ema.module if self.ema is not None else self.base_model()
         was_training = m.training
         m.eval()
+        args = self.args
         try:
-            res = evaluate_model(m, val_samples, args.val_limit_side_len, args.val_limit_type, args.val_box_thresh,
-                                 device=device, progress=not args.no_progress)
+            res = evaluate_model(m, self.val_samples, args.val_limit_side_len, args.val_limit_type,
+                                 args.val_box_thresh, device=self.device, progress=not args.no_progress)
         finally:
             m.train(was_training)
         return {k: res[k] for k in ("precision", "recall", "hmean")}
 
-    ddp_frozen_state = None
-    t_start = time.perf_counter()
-    session_steps = 0
-    stop_reason = None
-    try:
-        while step < total and stop_reason is None:
-            frozen = epoch < hp["freeze_backbone_epochs"]
-            set_backbone_frozen(base_model(), frozen)
-            if world > 1 and ddp_frozen_state != frozen:
-                # DDP fixes its parameter set at wrap time: re-wrap when freezing changes it
-                model = DDP(base_model(), device_ids=[device.index] if device.type == "cuda" else None)
-                ddp_frozen_state = frozen
-            model.train()
-            apply_bn_mode(base_model(), frozen, hp["bn"])
-            sampler.set_epoch(epoch, batch_in_epoch)
-            n_batches = min(spe - batch_in_epoch, total - step)
-            bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{hp['epochs']}", disable=not is_main or args.no_progress,
-                       leave=False, dynamic_ncols=True)
-            t_log = time.perf_counter()
-            steps_since_log = 0
-            for batch in loader:
-                if step >= total:
-                    break
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                    preds = model(batch["image"])
-                loss, parts = loss_fn(preds, batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at step {step}: lower --lr or check the labels")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if hp["clip_grad"]:
-                    scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], hp["clip_grad"])
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                step += 1
-                batch_in_epoch += 1
-                session_steps += 1
-                steps_since_log += 1
-                vals = {"loss": loss.item(), **{k: v.item() for k, v in parts.items()}}
-                for k, v in vals.items():
-                    epoch_sums[k] = epoch_sums.get(k, 0.0) + v
-                epoch_sums["n"] = epoch_sums.get("n", 0) + 1
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in vals.items()}, refresh=False)
-                if step % args.log_every == 0 or step == total:
-                    now = time.perf_counter()
-                    log({"type": "train", "epoch": epoch, "step": step, "lr": sched.get_last_lr()[-1], **vals,
-                         "sec_per_step": (now - t_log) / steps_since_log})
-                    t_log, steps_since_log = now, 0
-                if args.save_every and step % args.save_every == 0:
-                    checkpoint(out / "last.pt")
-                if args.stop_after is not None and session_steps >= args.stop_after:
-                    stop_reason = f"--stop-after {args.stop_after}"
-                elif args.time_limit is not None and time.perf_counter() - t_start > args.time_limit * 60:
-                    stop_reason = f"--time-limit {args.time_limit} min"
-                if stop_reason:
-                    break
-            bar.close()
-            epoch_done = batch_in_epoch >= spe or step >= total
-            if stop_reason and not epoch_done:
-                break
-            # ---- end of epoch (or of the run)
-            n = max(epoch_sums.get("n", 0), 1)
-            rec = {"type": "epoch", "epoch": epoch, "step": step, "lr": sched.get_last_lr()[-1],
-                   **{k: v / n for k, v in epoch_sums.items() if k != "n"},
-                   "seconds": round(time.perf_counter() - t_start, 1)}
-            last_epoch = step >= total
-            metrics = None
-            if is_main and ((epoch + 1) % args.val_every == 0 or last_epoch):
-                metrics = validate()
-            if world > 1:
-                dist.barrier()
+    def _end_epoch(self):
+        """Epoch record, validation, best-model choice, checkpoints; then the next epoch."""
+        import torch.distributed as dist
+
+        n = max(self.epoch_sums.get("n", 0), 1)
+        rec = {"type": "epoch", "epoch": self.epoch, "step": self.step, "lr": self.sched.get_last_lr()[-1],
+               **{k: v / n for k, v in self.epoch_sums.items() if k != "n"},
+               "seconds": round(time.perf_counter() - self.t_start, 1)}
+        last_epoch = self.step >= self.total
+        metrics = None
+        if self.is_main and ((self.epoch + 1) % self.args.val_every == 0 or last_epoch):
+            metrics = self._validate()
+        if self.world > 1:
+            dist.barrier()
+        if metrics is not None:
+            rec.update(metrics)
+        improved = False
+        if self.is_main:
+            improved = self._update_best(rec, metrics)
+            self._log(rec)
+            msg = f"epoch {self.epoch + 1}: loss {rec.get('loss', float('nan')):.4f}"
             if metrics is not None:
-                rec.update(metrics)
-            if is_main:
-                improved = False
-                if metrics is not None:
-                    improved = best["hmean"] is None or metrics["hmean"] > best["hmean"]
-                    if improved:
-                        best = {"hmean": metrics["hmean"], "loss": rec.get("loss"), "epoch": epoch}
-                elif val_samples is None:
-                    improved = best["loss"] is None or rec.get("loss", math.inf) < best["loss"]
-                    if improved:
-                        best = {"hmean": None, "loss": rec.get("loss"), "epoch": epoch}
-                log(rec)
-                msg = f"epoch {epoch + 1}: loss {rec.get('loss', float('nan')):.4f}"
-                if metrics is not None:
-                    msg += f"  val P {metrics['precision']:.4f} R {metrics['recall']:.4f} H {metrics['hmean']:.4f}"
-                print(msg, file=sys.stderr, flush=True)
-            epoch += 1
-            batch_in_epoch = 0
-            epoch_sums = {}
-            if is_main:
-                checkpoint(out / "last.pt")
-                if improved:
-                    checkpoint(out / "best.pt", with_state=False)
-                plot_metrics(records, out / "metrics.png")
-    except KeyboardInterrupt:
-        if is_main:
-            checkpoint(out / "last.pt")
-            print(f"interrupted: resume with --resume {out / 'last.pt'}", file=sys.stderr)
-        raise
-    if stop_reason and is_main:
-        checkpoint(out / "last.pt")
-        plot_metrics(records, out / "metrics.png")
-        print(f"stopped by {stop_reason} at step {step}/{total}: resume with --resume {out / 'last.pt'}",
-              file=sys.stderr)
-    elif is_main:
-        if not (out / "best.pt").exists():
-            shutil.copyfile(out / "last.pt", out / "best.pt")
-        print(f"done: {step} steps; best {best}; checkpoints in {out}", file=sys.stderr)
-    return 0
+                msg += f"  val P {metrics['precision']:.4f} R {metrics['recall']:.4f} H {metrics['hmean']:.4f}"
+            print(msg, file=sys.stderr, flush=True)
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.epoch_sums = {}
+        if self.is_main:
+            self._checkpoint(self.out / "last.pt")
+            if improved:
+                self._checkpoint(self.out / "best.pt", resumable=False)
+            plot_metrics(self.records, self.out / "metrics.png")
+
+    def _update_best(self, rec: dict, metrics) -> bool:
+        """Best validation H-mean, or lowest epoch loss without --val; True when this epoch is the new best."""
+        if metrics is not None:
+            if self.best["hmean"] is None or metrics["hmean"] > self.best["hmean"]:
+                self.best = {"hmean": metrics["hmean"], "loss": rec.get("loss"), "epoch": self.epoch}
+                return True
+        elif self.val_samples is None:
+            if self.best["loss"] is None or rec.get("loss", math.inf) < self.best["loss"]:
+                self.best = {"hmean": None, "loss": rec.get("loss"), "epoch": self.epoch}
+                return True
+        return False
+
+    def _finish(self):
+        if not self.is_main:
+            return
+        last = self.out / "last.pt"
+        if self.stop_reason:
+            self._checkpoint(last)
+            plot_metrics(self.records, self.out / "metrics.png")
+            print(f"stopped by {self.stop_reason} at step {self.step}/{self.total}: resume with --resume {last}",
+                  file=sys.stderr)
+            return
+        if not (self.out / "best.pt").exists():
+            if self.ema is not None:
+                self._checkpoint(self.out / "best.pt", resumable=False)
+            else:
+                shutil.copyfile(last, self.out / "best.pt")
+        print(f"done: {self.step} steps; best {self.best}; checkpoints in {self.out}", file=sys.stderr)
+
+    # ---- checkpoints
+    def _checkpoint(self, path: Path, resumable: bool = True):
+        """Write ``path`` atomically (main process only).
+
+        A resumable checkpoint (last.pt) holds the trained weights and all
+        training state, the EMA's included; a non-resumable one (best.pt)
+        holds the deployed weights: the EMA's with ``--ema``.
+        """
+        if not self.is_main:
+            return
+        m = self.ema.module if self.ema is not None and not resumable else self.base_model()
+        ck = {"arch": self.arch, "model": {k: v.detach().cpu() for k, v in m.state_dict().items()}, "cfg": self.cfg,
+              "epoch": self.epoch, "step": self.step, "best": self.best}
+        if resumable:
+            ck.update(optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(),
+                      scaler=self.scaler.state_dict(),
+                      train_state={"hparams": self.hp, **self._data_state(), "batch_in_epoch": self.batch_in_epoch,
+                                   "epoch_sums": self.epoch_sums, "rng": _rng_state()})
+            if self.ema is not None:
+                ck["ema"] = self.ema.state_dict()
+        _atomic_save(ck, path)
