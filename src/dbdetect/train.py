@@ -409,6 +409,14 @@ def multiscale_sizes(size: int, size_max: int | None) -> list[int] | None:
     return list(range(size, size_max + 1, 32))
 
 
+def make_loss(hp: dict):
+    """The :class:`~dbdetect.losses.DBLoss` of a run's hyper-parameters."""
+    from .losses import DBLoss
+
+    return DBLoss(alpha=hp["alpha"], beta=hp["beta"], negative_ratio=hp["ohem_ratio"], prob_loss=hp["prob_loss"],
+                  prob_weight=hp["prob_weight"])
+
+
 class _Session:
     """One training session, in the order it runs.
 
@@ -471,7 +479,6 @@ class _Session:
         from .data.dataset import steps_per_epoch
         from .data.mixing import epoch_size
         from .ema import EMA
-        from .losses import DBLoss
 
         hp = self.hp
         n = epoch_size(self.set_lengths, [s.weight for s in self.data["train_sets"]])
@@ -487,8 +494,7 @@ class _Session:
         self.use_amp = bool(hp["amp"]) and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
-        self.loss_fn = DBLoss(alpha=hp["alpha"], beta=hp["beta"], negative_ratio=hp["ohem_ratio"],
-                              prob_loss=hp["prob_loss"], prob_weight=hp["prob_weight"])
+        self.loss_fn = make_loss(hp)
         # only the main process validates and saves, so only it keeps the average
         self.ema = EMA(self.model, hp["ema"]) if hp["ema"] and self.is_main else None
 
