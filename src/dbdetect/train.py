@@ -13,9 +13,22 @@ validation H-mean; lowest epoch loss without ``--val``). Checkpoints are
 dicts ``{"arch", "model", "cfg", ...}`` that ``dbdetect.models.create(path)``
 loads.
 
-Exact resume: batch order is a function of ``(seed, epoch)`` and each
-sample's augmentation of ``(seed, epoch, index)``, so a resumed run continues
-with the very batches the interrupted run would have drawn.
+Several training sets: ``--train A --train B --train-weight 1 --train-weight 0.5``
+(one weight per ``--train``, in order; ``--format``/``--root`` once for all or
+once per set). A weight is the mean number of draws per image and epoch, so
+the example takes all of A and a different random half of B each epoch
+(see :mod:`dbdetect.data.mixing`).
+
+Recipe options, all off by default: ``--ema DECAY`` (validation and best.pt
+use the moving average of the weights), ``--size S --size-max M`` (each batch
+a random multiple of 32 in [S, M]), ``--ohem-ratio`` (negatives per positive
+in the balanced BCE), ``--max-angle`` (rotation augmentation). The train lines
+of metrics.jsonl carry ``data_wait``, the share of the time spent waiting for
+batches.
+
+Exact resume: batch order (and size) is a function of ``(seed, epoch)`` and
+each sample's augmentation of ``(seed, epoch, index)``, so a resumed run
+continues with the very batches the interrupted run would have drawn.
 
 Multi-process: ``torchrun --nproc-per-node N -m dbdetect train ...`` runs
 DistributedDataParallel (NCCL on CUDA, gloo on CPU); ``--batch-size`` is per
@@ -409,6 +422,28 @@ def multiscale_sizes(size: int, size_max: int | None) -> list[int] | None:
     return list(range(size, size_max + 1, 32))
 
 
+def make_loader(dataset, sampler, workers: int, device, seed: int):
+    """The training DataLoader: ``sampler``'s batches of ``dataset`` on ``workers`` processes (0 = in-process)."""
+    import torch
+
+    from .data.dataset import collate, worker_init
+
+    worker_kw = {}
+    if workers:
+        import multiprocessing as mp
+
+        # Workers forked after validation inherit OpenCV/OpenMP thread pools in a
+        # locked state and can hang; start them clean, once, and keep them.
+        ctx = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        worker_kw = dict(worker_init_fn=worker_init, persistent_workers=True, multiprocessing_context=ctx)
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+        pin_memory=torch.device(device).type == "cuda", **worker_kw,
+        # own generator: creating an iterator must not consume the global RNG
+        # (model randomness), or resume would be off by one draw
+        generator=torch.Generator().manual_seed(seed))
+
+
 def make_loss(hp: dict):
     """The :class:`~dbdetect.losses.DBLoss` of a run's hyper-parameters."""
     from .losses import DBLoss
@@ -517,9 +552,7 @@ class _Session:
         _set_rng_state(ts["rng"])  # data randomness is per-sample seeded; this covers the rest
 
     def _build_loader(self):
-        import torch
-
-        from .data.dataset import DetDataset, EpochBatchSampler, collate, worker_init
+        from .data.dataset import DetDataset, EpochBatchSampler
 
         hp = self.hp
         dataset = DetDataset(self.train_samples, self.cfg, size=hp["size"], augment=True,
@@ -527,20 +560,7 @@ class _Session:
         self.sampler = EpochBatchSampler(self.set_lengths, hp["batch_size"], seed=hp["seed"], rank=self.rank,
                                          world=self.world, weights=[s.weight for s in self.data["train_sets"]],
                                          sizes=multiscale_sizes(hp["size"], hp["size_max"]))
-        worker_kw = {}
-        if self.args.workers:
-            import multiprocessing as mp
-
-            # Workers forked after validation inherit OpenCV/OpenMP thread pools in a
-            # locked state and can hang; start them clean, once, and keep them.
-            ctx = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-            worker_kw = dict(worker_init_fn=worker_init, persistent_workers=True, multiprocessing_context=ctx)
-        self.loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=self.sampler, num_workers=self.args.workers, collate_fn=collate,
-            pin_memory=self.device.type == "cuda", **worker_kw,
-            # own generator: creating an iterator must not consume the global RNG
-            # (model randomness), or resume would be off by one draw
-            generator=torch.Generator().manual_seed(hp["seed"]))
+        self.loader = make_loader(dataset, self.sampler, self.args.workers, self.device, hp["seed"])
 
     def _open_run_folder(self, ckpt):
         self.metrics_path = self.out / "metrics.jsonl"
