@@ -76,6 +76,8 @@ def test_set_and_weight_errors(tmp_path, capsys):
                "--out", str(tmp_path / "run")])
     assert rc == 2 and "1 --train-weight values for 2 --train sets" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+    assert main(["train", "--train-weight", "2", "--out", str(tmp_path / "run")]) == 2
+    assert "give the --train sets too" in capsys.readouterr().err
 
 
 def test_recipe_values_are_checked(tmp_path, capsys):

@@ -376,6 +376,9 @@ def _resolve_data(args, ckpt) -> dict:
 
     ts = ckpt["train_state"] if ckpt else {}
     saved_hp = ts.get("hparams", {})
+    if not args.train and (args.train_weight or args.format or args.root):
+        raise ValueError("--train-weight, --format and --root describe --train sets: give the --train sets too "
+                         "(on --resume, all of them, in order)")
     if args.train:
         sets = parse_train_sets(args.train, args.train_weight, args.format, args.root)
         if "train_sets" in ts and [s.to_dict() for s in sets] != ts["train_sets"]:
