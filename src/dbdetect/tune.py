@@ -273,13 +273,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=_list_of(int, "integers"), default=g.limit_side_len,
                    help=f"input sizes, limit_side_len (default {csv(g.limit_side_len)})")
     p.add_argument("--limit-type", choices=("min", "max"), default=None, help="resize rule (default: the model's)")
-    p.add_argument("--thresh", type=_list_of(float, "numbers"), default=g.thresh, help=f"default {csv(g.thresh)}")
+    p.add_argument("--thresh", type=_list_of(float, "numbers"), default=g.thresh, help=f"binarisation thresholds (default {csv(g.thresh)})")
     p.add_argument("--box-thresh", type=_list_of(float, "numbers"), default=g.box_thresh,
-                   help=f"default {csv(g.box_thresh)}")
+                   help=f"box score thresholds (default {csv(g.box_thresh)})")
     p.add_argument("--unclip-ratio", type=_list_of(float, "numbers"), default=g.unclip_ratio,
-                   help=f"default {csv(g.unclip_ratio)}")
+                   help=f"box expansion ratios (default {csv(g.unclip_ratio)})")
     p.add_argument("--dilation", type=_list_of(_on_off, "on/off values"), default=g.use_dilation,
-                   help=f"on, off or on,off (default {csv(g.use_dilation)})")
+                   help=f"2x2 dilation of the bitmap: on, off or on,off (default {csv(g.use_dilation)})")
     p.add_argument("--out", default=None, help="write the best settings into this new checkpoint file")
     p.add_argument("--json", default=None, help="write every row (and the grid) as JSON here")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out / --json")
