@@ -38,8 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--unclip-ratio", type=float, help="box expansion ratio (default: the model's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--workers", type=int, default=1,
-                   help="threads that decode and resize upcoming images while the model runs (default: 1; 0: none)")
+    p.add_argument("--workers", type=int,
+                   help="threads that decode and resize upcoming images while the model runs (default: 1; 0: none); "
+                        "with --ray: detector actors (default: one per CPU of the cluster)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: skip images already in --out and append the rest")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
@@ -116,7 +117,7 @@ def run(args) -> int:
     _fix_ray_address(args)
     if not args.paths:
         raise UserError("no PATH given: name image files or folders")
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
     if args.resume and args.out is None:
         raise UserError("--resume needs --out (the results file or folder of the interrupted run)")
@@ -151,7 +152,8 @@ def _run_local(args, items, errors, inputs) -> int:
     todo = [(p, rel) for p, rel in items if path_key(p) not in done]
     failed = len(errors)
     taken: set = set()
-    stream = detect_stream(det, (p for p, _ in todo), args.batch_size, args.workers)
+    stream = detect_stream(det, (p for p, _ in todo), args.batch_size,
+                           1 if args.workers is None else args.workers)
     try:
         for res in tqdm(stream, total=len(todo), desc="detect", unit="img", disable=args.no_progress,
                         file=sys.stderr):
