@@ -125,6 +125,26 @@ def test_killed_actor_still_yields_every_image_once(local_ray, paths, reference)
     _check(rows, reference)
 
 
+def test_cli_ray_writes_parquet_and_resumes(paths, reference, tmp_path):
+    imgs, out = tmp_path / "imgs", tmp_path / "out"
+    imgs.mkdir()
+    for p in paths[:2]:
+        (imgs / Path(p).name).symlink_to(p)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "dbdetect", "detect", "--no-progress", "--limit-side-len", "320", "--limit-type", "max",
+           "--workers", "1", "--ray", str(imgs), "--out", str(out)]  # no ADDRESS: a local Ray
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (imgs / Path(paths[2]).name).symlink_to(paths[2])
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "not empty" in r.stderr          # no silent mixing with an earlier run
+    r = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "2 image(s) already there" in r.stderr, r.stderr[-3000:]
+    rows = pq.read_table(out).to_pylist()
+    _check([{**row, "path": str(Path(paths[0]).parent / Path(row["path"]).name)} for row in rows],
+           {p: reference[p] for p in paths[:3]})
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

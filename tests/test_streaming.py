@@ -112,3 +112,11 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(ic15, tmp_path):
     assert len(got) == 16 and len({g["path"] for g in got}) == 16   # every image exactly once
     assert sorted(got, key=lambda g: g["path"]) == sorted(ref, key=lambda g: g["path"])
     assert sum(len(g["polygons"]) for g in got) > 0
+
+
+def test_ray_option_without_ray_names_the_extra(ic15, tmp_path, monkeypatch, capsys):
+    from dbdetect.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
+    assert main(["detect", "--ray", str(ic15 / "test" / "images" / "img_1.jpg"), "--out", str(tmp_path / "o")]) == 2
+    assert 'pip install "dbdetect[ray]"' in capsys.readouterr().err

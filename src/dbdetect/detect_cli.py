@@ -132,7 +132,10 @@ def run(args) -> int:
     if args.ray is not None:
         from .distributed import run_cli
 
-        return run_cli(args, [p for p, _ in items], _detector_kwargs(args)) or (1 if errors else 0)
+        try:
+            return run_cli(args, [p for p, _ in items], _detector_kwargs(args)) or (1 if errors else 0)
+        except ImportError as exc:  # ray missing: say which extra to install, no traceback
+            raise UserError(str(exc)) from None
     return _run_local(args, items, errors, inputs)
 
 
