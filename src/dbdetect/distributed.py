@@ -99,7 +99,7 @@ class _DetectActor:
 
 
 def detect_dataset(dataset, model="ppocrv4", batch_size: int = 8, concurrency: int = 1, num_cpus: float = 1,
-                   column: str | None = None, **detector_kwargs):
+                   num_gpus: float = 0, column: str | None = None, **detector_kwargs):
     """Detect text in every row of a Ray Dataset with a pool of Detector actors.
 
     Args:
@@ -107,9 +107,13 @@ def detect_dataset(dataset, model="ppocrv4", batch_size: int = 8, concurrency: i
             ``path`` column (see the module doc for their types).
         model: registry name, checkpoint path or model file, passed to
             :class:`dbdetect.Detector` unchanged; every node must reach it.
-        batch_size: rows per actor call, also the forward-pass batch.
+        batch_size: rows per actor call, also the forward-pass batch. Batched
+            forward passes can differ from single images in the last float
+            bits; ``batch_size=1`` reproduces ``Detector(image)`` exactly
+            (with the same torch thread count).
         concurrency: number of actors (an int), or a ``(min, max)`` range.
         num_cpus: CPUs reserved per actor; its torch threads default to this.
+        num_gpus: GPUs reserved per actor (pass ``device="cuda"`` too).
         column: the image column, if not the first of ``image``, ``bytes``, ``path``.
         **detector_kwargs: other :class:`dbdetect.Detector` arguments
             (``limit_side_len``, ``box_thresh``, ``device``, ...).
@@ -134,7 +138,7 @@ def detect_dataset(dataset, model="ppocrv4", batch_size: int = 8, concurrency: i
     # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1:
     # a dead actor (lost node, OOM kill) is replaced and its batch re-run.
     return dataset.map_batches(
-        _DetectActor, batch_size=batch_size, batch_format="pyarrow", num_cpus=num_cpus,
+        _DetectActor, batch_size=batch_size, batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
         compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
         fn_constructor_args=(model, column, detector_kwargs),
     )
