@@ -113,19 +113,61 @@ def test_eval_cli_on_checkpoint(tiny_set, tmp_path):
     assert res["num_det_care"] == 0 and res["hmean"] == 0
 
 
-def test_ddp_two_cpu_processes(tiny_set, tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+def _ddp_env():
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+            "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+
+
+def _ddp_train(tiny_set, out):
+    return ["-m", "dbdetect", "train", "--train", str(tiny_set), "--model", MODEL, "--epochs", "1",
+            "--batch-size", "1", "--size", "256", "--workers", "0", "--no-progress", "--out", str(out),
+            "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def ddp_standalone(tiny_set, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp") / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "dbdetect", "train", "--train", str(tiny_set), "--model", MODEL, "--epochs", "1",
-           "--batch-size", "1", "--size", "256", "--workers", "0", "--no-progress", "--out", str(tmp_path / "ddp"),
-           "--device", "cpu"]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+           *_ddp_train(tiny_set, out)]
+    r = subprocess.run(cmd, env=_ddp_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    args = json.loads((tmp_path / "ddp" / "args.json").read_text())
+    return out
+
+
+def test_ddp_two_cpu_processes(ddp_standalone):
+    args = json.loads((ddp_standalone / "args.json").read_text())
     # 4 images over 2 processes at batch 1: 2 steps per epoch
     assert args["world_size"] == 2 and args["steps_per_epoch"] == 2
-    assert _load(tmp_path / "ddp" / "last.pt")["step"] == 2
+    assert _load(ddp_standalone / "last.pt")["step"] == 2
+
+
+def test_ddp_two_nodes_with_a_rendezvous_endpoint(tiny_set, ddp_standalone, tmp_path):
+    """Two torchrun invocations (two "nodes") meet at a c10d endpoint on 127.0.0.1 and train in step."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "two_nodes"
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "dbdetect-test",
+            "--local-addr", "127.0.0.1", *_ddp_train(tiny_set, out)]
+    procs = [subprocess.Popen(node, env=_ddp_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    try:
+        logs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(log[-2000:] for log in logs)
+    assert json.loads((out / "args.json").read_text())["world_size"] == 2
+    # Same seed, same per-rank shards: the gradients averaged across the two
+    # "nodes" must give exactly the weights of the one-machine DDP run.
+    got, ref = _load(out / "last.pt"), _load(ddp_standalone / "last.pt")
+    assert got["step"] == ref["step"] == 2
+    assert got["model"].keys() == ref["model"].keys()
+    assert all(torch.equal(got["model"][k], ref["model"][k]) for k in ref["model"])
 
 
 def test_two_sets_with_weights_ema_and_multiscale_resume_exactly(tiny_set, ic15, tmp_path):

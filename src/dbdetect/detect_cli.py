@@ -4,11 +4,18 @@ Writes one JSON line per image (path, size, polygons, scores) to ``--out`` or
 stdout, and optionally pictures with the polygons drawn to ``--vis DIR``.
 A bad image is reported by name and skipped; the exit code is then 1.
 Inputs are never written over.
+
+Large runs: ``--workers N`` threads decode and resize the next images while
+the model runs; each line is flushed as it is written, and ``--resume``
+continues an interrupted ``--out results.jsonl`` (images already there are
+skipped). ``--ray [ADDRESS]`` runs on a Ray cluster instead and writes Parquet
+shards into the ``--out`` folder (needs ``pip install "dbdetect[ray]"``).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -18,7 +25,7 @@ from .imageio import IMAGE_EXTENSIONS
 def add_parser(sub) -> None:
     p = sub.add_parser("detect", help="detect text in images and folders",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--model", default="ppocrv4", help="registry name or checkpoint path (default: ppocrv4)")
     p.add_argument("--out", type=Path, help="write JSON lines here instead of stdout")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out file")
@@ -31,6 +38,14 @@ def add_parser(sub) -> None:
     p.add_argument("--unclip-ratio", type=float, help="box expansion ratio (default: the model's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--workers", type=int,
+                   help="threads that decode and resize upcoming images while the model runs (default: 1; 0: none); "
+                        "with --ray: detector actors (default: one per CPU of the cluster)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: skip images already in --out and append the rest")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on Ray Data (a local instance, or the cluster at ADDRESS, e.g. 127.0.0.1:6379) "
+                        "and write Parquet shards into the --out folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -62,63 +77,109 @@ def _vis_path(vis_dir: Path, rel: Path, taken: set) -> Path:
     return out
 
 
-def run(args) -> int:
+def _looks_like_address(text: str) -> bool:
+    return text in ("local", "auto") or text.startswith("ray://") or re.fullmatch(r"[\w.\-\[\]:]+:\d+", text) is not None
+
+
+def _fix_ray_address(args) -> None:
+    """``--ray imgs/ --out d``: argparse read the first PATH as the address; give it back."""
+    if args.ray is not None and (Path(args.ray).exists() or not _looks_like_address(args.ray)):
+        args.paths.insert(0, args.ray)
+        args.ray = "local"
+
+
+def _detector_kwargs(args) -> dict:
+    return dict(device=args.device, limit_side_len=args.limit_side_len, limit_type=args.limit_type,
+                thresh=args.thresh, box_thresh=args.box_thresh, unclip_ratio=args.unclip_ratio,
+                box_type=args.box_type)
+
+
+def _write_vis(args, path: Path, rel: Path, dets, inputs: set, taken: set) -> None:
     import cv2
-    from tqdm import tqdm
 
     from .cli import UserError
-    from .detector import Detector
     from .imageio import load_image
     from .visualize import draw
 
+    dst = _vis_path(args.vis, rel, taken)
+    if dst.resolve() in inputs:
+        raise UserError(f"visualisation {dst} would overwrite an input image")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    # Decoded again here rather than kept from the pipeline: only --vis pays for it.
+    ok, buf = cv2.imencode(".jpg", draw(load_image(path), dets)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if ok:
+        buf.tofile(str(dst))
+
+
+def run(args) -> int:
+    from .cli import UserError
+
+    _fix_ray_address(args)
+    if not args.paths:
+        raise UserError("no PATH given: name image files or folders")
+    if args.workers is not None and args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
+    if args.resume and args.out is None:
+        raise UserError("--resume needs --out (the results file or folder of the interrupted run)")
     items, errors = _collect(args.paths)
     for e in errors:
         print(f"dbdetect detect: error: {e}", file=sys.stderr)
     if not items:
         raise UserError("no images to process")
     inputs = {p.resolve() for p, _ in items}
-    if args.out is not None:
-        if args.out.resolve() in inputs:
-            raise UserError(f"--out {args.out} is one of the input images; refusing to overwrite it")
-        if args.out.exists() and not args.overwrite:
-            raise UserError(f"--out {args.out} already exists (use --overwrite to replace it)")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out is not None and args.out.resolve() in inputs:
+        raise UserError(f"--out {args.out} is one of the input images; refusing to overwrite it")
+    if args.ray is not None:
+        from .distributed import run_cli
 
-    det = Detector(
-        args.model, device=args.device, limit_side_len=args.limit_side_len, limit_type=args.limit_type,
-        thresh=args.thresh, box_thresh=args.box_thresh, unclip_ratio=args.unclip_ratio, box_type=args.box_type,
-    )
-    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+        try:
+            return run_cli(args, [p for p, _ in items], _detector_kwargs(args)) or (1 if errors else 0)
+        except ImportError as exc:  # ray missing: say which extra to install, no traceback
+            raise UserError(str(exc)) from None
+    return _run_local(args, items, errors, inputs)
+
+
+def _run_local(args, items, errors, inputs) -> int:
+    from tqdm import tqdm
+
+    from .detector import Detector
+    from .jsonl import open_results, path_key
+    from .pipeline import detect_stream
+
+    det = Detector(args.model, **_detector_kwargs(args))
+    done, out = set(), None
+    if args.out is not None:
+        done, out = open_results(args.out, resume=args.resume, overwrite=args.overwrite)
+        if done:
+            print(f"dbdetect detect: resuming {args.out}: {len(done)} image(s) already there", file=sys.stderr)
+    todo = [(p, rel) for p, rel in items if path_key(p) not in done]
     failed = len(errors)
     taken: set = set()
+    stream = detect_stream(det, (p for p, _ in todo), args.batch_size,
+                           1 if args.workers is None else args.workers)
     try:
-        for path, rel in tqdm(items, desc="detect", unit="img", disable=args.no_progress, file=sys.stderr):
-            try:
-                img = load_image(path)
-                dets = det(img)
-            except (ValueError, OSError) as exc:
-                print(f"\ndbdetect detect: error: {path}: {exc}", file=sys.stderr)
+        for res in tqdm(stream, total=len(todo), desc="detect", unit="img", disable=args.no_progress,
+                        file=sys.stderr):
+            path, rel = todo[res.index]
+            if res.error is not None:
+                print(f"\ndbdetect detect: error: {path}: {res.error}", file=sys.stderr)
                 failed += 1
                 continue
             rec = {
-                "path": str(path), "width": int(img.shape[1]), "height": int(img.shape[0]),
-                "polygons": [d.to_dict()["polygon"] for d in dets],
-                "scores": [d.to_dict()["score"] for d in dets],
+                "path": str(path), "width": int(res.shape[1]), "height": int(res.shape[0]),
+                "polygons": [d.to_dict()["polygon"] for d in res.detections],
+                "scores": [d.to_dict()["score"] for d in res.detections],
             }
-            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            out.flush()  # each finished image is on disk even if the run is interrupted
+            if out is not None:
+                out.write_record(rec)
+            else:
+                print(json.dumps(rec, ensure_ascii=False), flush=True)
             if args.vis is not None:
-                dst = _vis_path(args.vis, rel, taken)
-                if dst.resolve() in inputs:
-                    raise UserError(f"visualisation {dst} would overwrite an input image")
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                ok, buf = cv2.imencode(".jpg", draw(img, dets)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
-                if ok:
-                    buf.tofile(str(dst))
+                _write_vis(args, path, rel, res.detections, inputs, taken)
     finally:
-        if out is not sys.stdout:
+        if out is not None:
             out.close()
     if failed:
-        print(f"dbdetect detect: {failed} input(s) failed, {len(items) - (failed - len(errors))} image(s) processed",
+        print(f"dbdetect detect: {failed} input(s) failed, {len(todo) - (failed - len(errors))} image(s) processed",
               file=sys.stderr)
     return 1 if failed else 0

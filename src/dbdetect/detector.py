@@ -12,7 +12,7 @@ import copy
 import json
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -190,28 +190,52 @@ class Detector:
         return self._boxes(prob, img.shape[:2])
 
     def detect_batch(
-        self, images: Iterable[ImageLike], batch_size: int = 8, channel_order: str | None = None
+        self, images: Iterable[ImageLike], batch_size: int = 8, channel_order: str | None = None,
+        workers: int = 1,
     ) -> list[list[Detection]]:
         """Detect text in several images; one list of detections per image, in order.
 
-        Images that resize to the same network shape share a forward pass;
-        no padding is added, so each result equals the single-image call.
+        ``images`` may be any iterable, a generator of paths included. It is
+        read as a stream (see :meth:`stream`): only the returned detections
+        accumulate, never the decoded images. Images that resize to the same
+        network shape share a forward pass; no padding is added, so each
+        result equals the single-image call.
+
+        >>> Detector().detect_batch(p for p in ["a.jpg", "b.jpg"])  # doctest: +SKIP
+        [[Detection(...), ...], [...]]
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        imgs = [self._load(im, channel_order) for im in images]
-        inputs = [self._prepare(im) for im in imgs]
-        results: list[list[Detection] | None] = [None] * len(imgs)
-        by_shape: dict[tuple, list[int]] = {}
-        for i, x in enumerate(inputs):
-            by_shape.setdefault(x.shape, []).append(i)
-        for idx in by_shape.values():
-            for start in range(0, len(idx), batch_size):
-                chunk = idx[start : start + batch_size]
-                probs = self._forward(np.stack([inputs[i] for i in chunk]))
-                for i, prob in zip(chunk, probs):
-                    results[i] = self._boxes(prob, imgs[i].shape[:2])
-        return results  # type: ignore[return-value]
+        return list(self.stream(images, batch_size, channel_order, workers))
+
+    def stream(
+        self, images: Iterable[ImageLike], batch_size: int = 8, channel_order: str | None = None,
+        workers: int = 1,
+    ) -> Iterator[list[Detection]]:
+        """Yield one list of detections per image, in input order, as they are ready.
+
+        ``workers`` threads decode and pre-process upcoming images while the
+        model runs (0: inline). At most about ``4 * batch_size + 2 * workers``
+        prepared images are held at once, however long ``images`` is. The
+        first image that cannot be read raises its error; for skip-and-go-on
+        behaviour use :func:`dbdetect.pipeline.detect_stream`.
+
+        Args:
+            images: an iterable of paths, bytes, arrays or PIL images.
+            batch_size: images per forward pass (>= 1).
+            channel_order: as in :meth:`__call__`.
+            workers: pre-processing threads (>= 0).
+
+        Returns:
+            An iterator of ``list[Detection]``.
+
+        >>> for dets in Detector().stream(Path("scans").glob("*.jpg")):  # doctest: +SKIP
+        ...     print(len(dets))
+        """
+        from .pipeline import detect_stream
+
+        for res in detect_stream(self, images, batch_size, workers, channel_order):
+            if res.error is not None:
+                raise res.error
+            yield res.detections
 
 
 _default: dict[tuple, Detector] = {}

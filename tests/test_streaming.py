@@ -1,0 +1,122 @@
+"""Streaming detection and resumable runs: generators in, a SIGKILLed `dbdetect detect` resumed."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from dbdetect import Detector
+from dbdetect.jsonl import open_results
+from dbdetect.pipeline import detect_stream, prefetch
+
+FAST = ["--limit-side-len", "320", "--limit-type", "max"]
+
+
+def test_prefetch_keeps_order_and_bounds_work_ahead():
+    started = []
+
+    def slow_square(x):
+        started.append(x)
+        time.sleep(0.01 * (x % 3))  # finish out of order
+        return x * x
+
+    gen = prefetch(iter(range(50)), slow_square, workers=3, depth=4)
+    first = next(gen)
+    assert first == (0, 0, None)
+    assert len(started) <= 5          # never more than depth ahead of the consumer
+    rest = list(gen)
+    assert [v for _, v, _ in rest] == [x * x for x in range(1, 50)]
+
+
+def test_stream_from_a_generator_equals_single_calls(ic15):
+    det = Detector("ppocrv4", limit_side_len=320, limit_type="max")
+    paths = [ic15 / "test" / "images" / f"img_{i}.jpg" for i in (1, 2, 3, 4, 5)]
+    small = np.zeros((40, 300, 3), np.uint8)  # another network shape in the same window
+    inputs = [paths[0], small, *paths[1:]]
+    streamed = list(det.stream((p for p in inputs), batch_size=2, workers=2))
+    listed = det.detect_batch(iter(inputs), batch_size=2, workers=0)  # today's return type, no threads
+    assert [[d.to_dict() for d in r] for r in listed] == [[d.to_dict() for d in r] for r in streamed]
+    for src, dets in zip(inputs, streamed, strict=True):
+        ref = det(src)
+        assert len(ref) == len(dets)
+        for a, b in zip(ref, dets):
+            assert np.abs(a.polygon - b.polygon).max() <= 1.0 and abs(a.score - b.score) <= 1e-3
+    assert sum(map(len, streamed)) > 0
+
+
+def test_stream_reports_bad_images_and_goes_on(ic15, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    det = Detector("ppocrv4", limit_side_len=96, limit_type="max")
+    good = ic15 / "test" / "images" / "img_1.jpg"
+    res = list(detect_stream(det, [good, bad, good], workers=1))
+    assert [r.error is None for r in res] == [True, False, True]
+    assert "bad.jpg" in str(res[1].error) and res[0].shape == (720, 1280)
+    with pytest.raises(ValueError, match="bad.jpg"):
+        list(det.stream([good, bad]))
+
+
+def test_resume_cuts_a_torn_line_and_rejects_foreign_lines(tmp_path):
+    out = tmp_path / "r.jsonl"
+    out.write_text('{"path": "a.jpg", "scores": []}\n{"path": "b.j')
+    done, f = open_results(out, resume=True)
+    f.write_record({"path": "b.jpg", "scores": []})
+    f.close()
+    assert done == {os.path.abspath("a.jpg")}
+    assert [json.loads(line)["path"] for line in out.read_text().splitlines()] == ["a.jpg", "b.jpg"]
+    out.write_text('{"path": "a.jpg"}\nhello\n')
+    with pytest.raises(ValueError, match="line 2"):
+        open_results(out, resume=True)
+    with pytest.raises(ValueError, match="already exists"):
+        open_results(out)
+
+
+def _detect(*args):
+    return [sys.executable, "-m", "dbdetect", "detect", "--no-progress", *FAST, *map(str, args)]
+
+
+def _lines(path):
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_sigkilled_run_resumes_to_the_uninterrupted_result(ic15, tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(1, 17):
+        (imgs / f"img_{i}.jpg").symlink_to(ic15 / "test" / "images" / f"img_{i}.jpg")
+    ref_out, out = tmp_path / "ref.jsonl", tmp_path / "run.jsonl"
+    r = subprocess.run(_detect(imgs, "--out", ref_out), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+
+    proc = subprocess.Popen(_detect(imgs, "--out", out, "--workers", "2"), stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while len(_lines(out)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    written = len(_lines(out))
+    assert 2 <= written < 16
+    with open(out, "a") as f:  # what a kill during a write leaves: a line without its newline
+        f.write('{"path": "' + str(imgs / "img_15.jpg"))
+
+    r = subprocess.run(_detect(imgs, "--out", out, "--resume"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "already there" in r.stderr
+    got = [json.loads(line) for line in _lines(out)]
+    ref = [json.loads(line) for line in _lines(ref_out)]
+    assert len(got) == 16 and len({g["path"] for g in got}) == 16   # every image exactly once
+    assert sorted(got, key=lambda g: g["path"]) == sorted(ref, key=lambda g: g["path"])
+    assert sum(len(g["polygons"]) for g in got) > 0
+
+
+def test_ray_option_without_ray_names_the_extra(ic15, tmp_path, monkeypatch, capsys):
+    from dbdetect.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
+    assert main(["detect", "--ray", str(ic15 / "test" / "images" / "img_1.jpg"), "--out", str(tmp_path / "o")]) == 2
+    assert 'pip install "dbdetect[ray]"' in capsys.readouterr().err
