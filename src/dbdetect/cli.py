@@ -1,4 +1,4 @@
-"""The ``dbdetect`` command line: ``detect``, ``train`` and ``eval``.
+"""The ``dbdetect`` command line: ``detect``, ``train``, ``eval`` and ``export``.
 
 Each subcommand lives in the module that does the work and registers itself
 here through ``add_parser(subparsers)``; this file only wires them together
@@ -17,6 +17,7 @@ _SUBCOMMANDS = {
     "detect": "dbdetect.detect_cli",
     "train": "dbdetect.train",
     "eval": "dbdetect.evaluate",
+    "export": "dbdetect.export",
 }
 
 

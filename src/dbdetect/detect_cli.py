@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--box-thresh", type=float, help="minimum box score (default: the model's)")
     p.add_argument("--unclip-ratio", type=float, help="box expansion ratio (default: the model's)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
+                   help="inference backend (default: onnxruntime for a .onnx model, else torch)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -87,6 +89,7 @@ def run(args) -> int:
     det = Detector(
         args.model, device=args.device, limit_side_len=args.limit_side_len, limit_type=args.limit_type,
         thresh=args.thresh, box_thresh=args.box_thresh, unclip_ratio=args.unclip_ratio, box_type=args.box_type,
+        backend=args.backend,
     )
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     failed = len(errors)

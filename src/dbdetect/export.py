@@ -370,3 +370,59 @@ def _last_conv(graph) -> list[str]:
     while node is not None and node.op_type not in ("Conv", "ConvTranspose"):
         node = producer.get(node.input[0]) if node.input else None
     return [node.name] if node is not None and node.name else []
+
+
+# ---------------------------------------------------------------- CLI
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """Register ``dbdetect export``."""
+    p = sub.add_parser(
+        "export", help="export a model to ONNX (optionally int8) for onnxruntime",
+        description="Export a registry model or a training checkpoint to ONNX (BatchNorm folded, dynamic "
+                    "N/H/W, the model's settings stored in the file), or quantise it to int8 with --int8. "
+                    f"Needs {INSTALL_HINT}.")
+    p.add_argument("--model", required=True,
+                   help="registry name, checkpoint (.pt), or an fp32 .onnx file to quantise with --int8")
+    p.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out file")
+    q = p.add_argument_group("int8")
+    q.add_argument("--int8", action="store_true", help="write a static int8 model (onnxruntime quantisation)")
+    q.add_argument("--calib", help="calibration images: a folder or a label file (training images, never test ones)")
+    q.add_argument("--calib-n", type=int, default=100, help="number of calibration images (default 100)")
+    q.add_argument("--calib-side-len", type=int, default=None, help="resize limit for calibration (default: the model's)")
+    q.add_argument("--format", choices=("qdq", "qoperator"), default="qdq", help="onnxruntime quantisation format")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    """``dbdetect export``: to_onnx, then quantize with --int8."""
+    from .cli import UserError
+
+    if args.out.exists() and not args.overwrite:
+        raise UserError(f"--out {args.out} already exists (use --overwrite to replace it)")
+    if args.int8 and not args.calib:
+        raise UserError("--int8 needs --calib DIR_OR_LABELS (training images to calibrate on)")
+    if not args.int8 and args.calib:
+        raise UserError("--calib is only used with --int8")
+    is_onnx = str(args.model).lower().endswith(".onnx")
+    if is_onnx and not args.int8:
+        raise UserError(f"{args.model} is already ONNX; add --int8 --calib DIR to quantise it")
+    try:
+        if not args.int8:
+            to_onnx(args.model, args.out, opset=args.opset, overwrite=args.overwrite)
+        elif is_onnx:
+            quantize(args.model, args.out, args.calib, n=args.calib_n, limit_side_len=args.calib_side_len,
+                     quant_format=args.format, overwrite=args.overwrite, progress=not args.no_progress)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                fp32 = to_onnx(args.model, Path(tmp) / "fp32.onnx", opset=args.opset)
+                quantize(fp32, args.out, args.calib, n=args.calib_n, limit_side_len=args.calib_side_len,
+                         quant_format=args.format, overwrite=args.overwrite, progress=not args.no_progress)
+    except (FileExistsError, IsADirectoryError, ImportError) as exc:
+        raise UserError(str(exc)) from None
+    size = args.out.stat().st_size / 2**20
+    print(f"wrote {args.out} ({size:.1f} MiB{', int8' if args.int8 else ''})")
+    return 0
