@@ -15,6 +15,7 @@ to image, so machine noise hits all alike. dbdetect's time is split into
 decode, resize + normalise, network and post-processing.
 
     python bench/detect.py [--model ppocrv4] [--limit N] [--threads 2] [--calib-n 100]
+    python bench/detect.py --fp32-onnx v4.onnx --int8-onnx v4_int8.onnx   # files made by dbdetect export
 """
 from __future__ import annotations
 
@@ -129,6 +130,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--calib-n", type=int, default=100, help="ICDAR 2015 train images to calibrate int8 on")
     ap.add_argument("--opset", type=int, default=17)
+    ap.add_argument("--fp32-onnx", type=Path, help="use this fp32 export instead of making one in the cache")
+    ap.add_argument("--int8-onnx", type=Path, help="use this int8 export instead of making one in the cache")
     ap.add_argument("--no-reference", action="store_true", help="skip the RapidOCR-style reference pipeline")
     args = ap.parse_args(argv)
 
@@ -143,7 +146,10 @@ def main(argv=None):
     if args.limit:
         samples = samples[: args.limit]
     kw = dict(limit_side_len=args.limit_side_len, limit_type=args.limit_type, num_threads=args.threads)
-    fp32, int8 = onnx_files(args.model, args.data, args.calib_n, args.opset)
+    if args.fp32_onnx and args.int8_onnx:
+        fp32, int8 = args.fp32_onnx, args.int8_onnx
+    else:
+        fp32, int8 = onnx_files(args.model, args.data, args.calib_n, args.opset)
     dbd = {"torch fp32": Detector(args.model, **kw), "onnxruntime fp32": Detector(fp32, **kw),
            "onnxruntime int8": Detector(int8, **kw)}
     cfg = dbd["torch fp32"]
@@ -170,7 +176,7 @@ def main(argv=None):
             times[name].append(time.perf_counter() - t0)
 
     print(f"\n{len(samples)} ICDAR 2015 test images, {args.model}, {cfg.limit_type} side {cfg.limit_side_len}, "
-          f"{args.threads} threads, int8 calibrated on {args.calib_n} ICDAR 2015 train images; "
+          f"{args.threads} threads, int8 {int8.name}; "
           f"thresholds {dict((k, cfg.post_kwargs[k]) for k in ('thresh', 'box_thresh', 'unclip_ratio'))}")
     report(names, samples, times, stage_clock, dets, sizes)
 
