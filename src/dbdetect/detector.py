@@ -125,8 +125,6 @@ class Detector:
         num_threads: int | None = None,
         backend: str | None = None,
     ):
-        from . import models
-
         self.backend = _pick_backend(model, backend)
         self._session = None
         if self.backend == "onnxruntime":
