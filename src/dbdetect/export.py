@@ -281,7 +281,7 @@ def quantize(onnx_path, out_path, calibration_images, n: int = 100, limit_side_l
              overwrite: bool = False, progress: bool = True) -> Path:
     """Static int8 quantisation (onnxruntime) of an fp32 dbdetect ONNX file.
 
-    Weights per channel, activations per tensor from MinMax statistics of
+    Weights per channel, activations per tensor from the MinMax statistics of
     ``n`` calibration images run through dbdetect's own pre-processing at the
     model's resize setting (``limit_side_len``/``limit_type`` override it).
 
@@ -355,22 +355,36 @@ def quantize(onnx_path, out_path, calibration_images, n: int = 100, limit_side_l
     return out_path
 
 
-def _dense_convs(graph) -> list[str]:
-    """Conv nodes worth int8: groups == 1 and at least 16 input channels.
+def _pooled_tensors(graph) -> set:
+    """Tensors that are (N, C, 1, 1) vectors: the global pools and the SE convs that follow them."""
+    consts = {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    pooled: set = set()
+    for node in graph.node:  # ONNX graphs are topologically sorted
+        data = [i for i in node.input if i and i not in consts]
+        if node.op_type == "GlobalAveragePool" or (data and all(i in pooled for i in data)):
+            pooled.update(node.output)
+    return pooled
 
-    Depthwise convolutions and the 3-channel stem do too little arithmetic per
-    pixel for int8 to pay back the quantise/dequantise passes around them.
+
+def _dense_convs(graph, keep_first: int = 3) -> list[str]:
+    """Conv nodes worth int8: groups == 1, >= 16 input channels, on feature maps.
+
+    Left out: depthwise convolutions and the 3-channel stem (too little arithmetic
+    per pixel to pay for the quantise/dequantise passes), the SE convolutions on
+    pooled (N, C, 1, 1) vectors, and the first ``keep_first`` dense convolutions,
+    the high-resolution start of the backbone, where int8 errors grow the most.
     """
     dims = {t.name: list(t.dims) for t in graph.initializer}
+    pooled = _pooled_tensors(graph)
     keep = []
     for node in graph.node:
-        if node.op_type != "Conv":
+        if node.op_type != "Conv" or node.input[0] in pooled:
             continue
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
         w = dims.get(node.input[1])
         if group == 1 and w is not None and w[1] >= 16:
             keep.append(node.name)
-    return keep
+    return keep[keep_first:]
 
 
 def _last_conv(graph) -> list[str]:
