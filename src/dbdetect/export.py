@@ -180,13 +180,11 @@ def _has_ort() -> bool:
 
 # ---------------------------------------------------------------- int8
 
-# Which nodes get int8 (see README, "Export to ONNX and int8"):
-# - "dense" (default): Conv with groups == 1 and >= 16 input channels. Depthwise convs and the
-#   3-channel stem stay fp32: quantising them cost the most accuracy for little arithmetic
-#   saved (ppocrv4, 32 calibration images, 12 ICDAR 2015 test images: 40 of the 56 fp32 boxes
-#   found again at IoU >= 0.7 with every conv but the last in int8, 50 with the dense ones).
-#   The elementwise hard-swish/hard-sigmoid/SE chains, Resize/Concat and both ConvTranspose of
-#   the head (the last one makes the map that gets thresholded) stay fp32 as well.
+# Which nodes get int8 (the measurements behind this are in the README, "Export to ONNX and int8"):
+# - "dense" (default): see _dense_convs. Everything else stays fp32: depthwise convs and the
+#   stem, the elementwise hard-swish/hard-sigmoid/SE chains (a Q/DQ pair costs more than the
+#   op), Resize/Concat, and both ConvTranspose of the head (no int8 kernel on onnxruntime's
+#   CPU provider; the last one makes the map that gets thresholded).
 # - "conv": every Conv and ConvTranspose but the head's last one.
 # - "all": every op onnxruntime can quantise (elementwise chains included).
 POLICIES = ("dense", "conv", "all")
