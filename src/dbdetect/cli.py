@@ -1,4 +1,4 @@
-"""The ``dbdetect`` command line: ``detect``, ``train``, ``eval`` and ``tune``.
+"""The ``dbdetect`` command line: ``detect``, ``train``, ``eval``, ``tune`` and ``export``.
 
 Each subcommand lives in the module that does the work and registers itself
 here through ``add_parser(subparsers)``; this file only wires them together
@@ -18,6 +18,7 @@ _SUBCOMMANDS = {
     "train": "dbdetect.train",
     "eval": "dbdetect.evaluate",
     "tune": "dbdetect.tune",
+    "export": "dbdetect.export",
 }
 
 

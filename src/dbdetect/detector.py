@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import threading
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
@@ -64,6 +65,17 @@ def _check_device(device) -> torch.device:
     return dev
 
 
+def _pick_backend(model, backend: str | None) -> str:
+    is_onnx = isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx")
+    if backend is None:
+        return "onnxruntime" if is_onnx else "torch"
+    if backend not in ("torch", "onnxruntime"):
+        raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
+    if is_onnx and backend == "torch":
+        raise ValueError(f"{model} is an ONNX file: it runs with backend='onnxruntime', not 'torch'")
+    return backend
+
+
 class Detector:
     """A text detector that keeps its model, for repeated use.
 
@@ -82,7 +94,17 @@ class Detector:
         min_size: as in :func:`dbdetect.postprocess.boxes_from_prob`.
         channel_order: channel order of NumPy colour images given to this
             detector, "rgb" (default) or "bgr" (``cv2.imread`` output).
-        num_threads: torch intra-op threads; ``None`` leaves torch's setting.
+        num_threads: intra-op threads of torch (or of the onnxruntime
+            session); ``None`` leaves the library's setting.
+        backend: "torch" or "onnxruntime" (``pip install "dbdetect[onnx]"``).
+            ``None``: onnxruntime for an ``.onnx`` file, torch otherwise. With
+            "onnxruntime", a registry name, checkpoint or module is exported
+            once into the cache folder of :func:`dbdetect.onnx_backend.cache_dir`.
+            An ``.onnx`` file written by ``dbdetect export`` carries its own
+            settings; one without them runs with the PP-OCR defaults and a warning.
+
+    >>> det = Detector("ppocrv4.onnx")                     # doctest: +SKIP
+    >>> det = Detector("ppocrv4", backend="onnxruntime")   # doctest: +SKIP
     """
 
     def __init__(
@@ -101,7 +123,25 @@ class Detector:
         min_size: int = 3,
         channel_order: str = "rgb",
         num_threads: int | None = None,
+        backend: str | None = None,
     ):
+        self.backend = _pick_backend(model, backend)
+        self._session = None
+        if self.backend == "onnxruntime":
+            from .onnx_backend import open_session
+
+            self.device = _check_device(device)
+            explicit = dict(limit_side_len=limit_side_len, limit_type=limit_type, thresh=thresh,
+                            box_thresh=box_thresh, unclip_ratio=unclip_ratio, use_dilation=use_dilation,
+                            score_mode=score_mode, max_candidates=max_candidates)
+            self._session, self.cfg = open_session(model, str(self.device), num_threads, explicit)
+            self.model = None
+        else:
+            self._init_torch(model, device, num_threads)
+        self._init_settings(limit_side_len, limit_type, thresh, box_thresh, unclip_ratio, box_type,
+                            use_dilation, score_mode, max_candidates, min_size, channel_order)
+
+    def _init_torch(self, model, device, num_threads) -> None:
         from . import models
 
         if isinstance(model, torch.nn.Module):
@@ -120,6 +160,8 @@ class Detector:
         for p in self.model.parameters():
             p.requires_grad_(False)
 
+    def _init_settings(self, limit_side_len, limit_type, thresh, box_thresh, unclip_ratio, box_type,
+                       use_dilation, score_mode, max_candidates, min_size, channel_order) -> None:
         self.limit_side_len = int(limit_side_len if limit_side_len is not None else self.cfg["limit_side_len"])
         self.limit_type = limit_type if limit_type is not None else self.cfg["limit_type"]
         if self.limit_side_len < 32:
@@ -147,7 +189,7 @@ class Detector:
 
     def __repr__(self) -> str:
         return (
-            f"Detector(model={self.cfg.get('name')!r}, device={str(self.device)!r}, "
+            f"Detector(model={self.cfg.get('name')!r}, backend={self.backend!r}, device={str(self.device)!r}, "
             f"limit_side_len={self.limit_side_len}, limit_type={self.limit_type!r}, "
             + ", ".join(f"{k}={v!r}" for k, v in self.post_kwargs.items())
             + ")"
@@ -162,11 +204,14 @@ class Detector:
 
     @torch.inference_mode()
     def _forward(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(self.device)
-        prob = self.model(x)
-        if isinstance(prob, dict):  # a model left in training mode by the caller
-            prob = prob["prob"]
-        out = prob[:, 0].float().cpu().numpy()
+        if self._session is not None:
+            out = self._session(batch)
+        else:
+            x = torch.from_numpy(batch).to(self.device)
+            prob = self.model(x)
+            if isinstance(prob, dict):  # a model left in training mode by the caller
+                prob = prob["prob"]
+            out = prob[:, 0].float().cpu().numpy()
         # Post-processing reads only the rows near text, so a broken model
         # (NaN weights or input) would pass unnoticed there: check here.
         if np.isnan(out).any():

@@ -263,6 +263,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="2x2 dilation of the bitmap (default: the model's)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
+                   help="inference backend (default: onnxruntime for a .onnx model, else torch)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default=None, help="write the full results (global + per image) as JSON here")
     p.set_defaults(func=run)
@@ -282,12 +284,13 @@ def run(args) -> int:
     kw = {k: v for k, v in (("limit_side_len", args.limit_side_len), ("limit_type", args.limit_type),
                             ("thresh", args.thresh), ("box_thresh", args.box_thresh),
                             ("unclip_ratio", args.unclip_ratio), ("use_dilation", args.dilation)) if v is not None}
-    det = Detector(model=args.model, device=args.device, num_threads=args.threads, **kw)
+    det = Detector(model=args.model, device=args.device, num_threads=args.threads, backend=args.backend, **kw)
     t0 = time.perf_counter()
     dets = [det(s.image_path) for s in tqdm(samples, desc="eval", unit="img")]
     elapsed = time.perf_counter() - t0
     res = evaluate_detections(samples, dets)
-    res = {"model": str(args.model), "data": str(args.data), "images": len(samples), "seconds": round(elapsed, 2),
+    res = {"model": str(args.model), "backend": det.backend, "data": str(args.data), "images": len(samples),
+           "seconds": round(elapsed, 2),
            "settings": kw, **res}
     print(f"precision {res['precision']:.4f}  recall {res['recall']:.4f}  hmean {res['hmean']:.4f}  "
           f"({res['matched']} matched / {res['num_gt_care']} gt / {res['num_det_care']} det, {len(samples)} images)")

@@ -50,7 +50,10 @@ def create(name_or_path: Union[str, os.PathLike], pretrained: bool = True, **kw)
 
 
 def _load_checkpoint(path: Path, **kw) -> nn.Module:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors alike: the file is not ours
+        raise ValueError(f"{path} is not a dbdetect checkpoint (torch.load failed: {type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(ckpt, dict) or not {"arch", "model"} <= set(ckpt):
         raise ValueError(f"{path} is not a dbdetect checkpoint (expected a dict with 'arch' and 'model')")
     cfg = dict(ckpt.get("cfg") or {})

@@ -1,0 +1,455 @@
+"""Export a DBNet to ONNX, quantise it to int8, and ``dbdetect export``.
+
+:func:`to_onnx` writes the BatchNorm-folded eval-mode network with dynamic
+batch, height and width and one output, the probability map; the model's cfg
+goes into the file's metadata so ``Detector("model.onnx")`` needs nothing
+else. :func:`quantize` turns such a file into a static int8 model calibrated
+on real images pre-processed exactly as the detector does.
+
+Needs the ``onnx`` extra: ``pip install "dbdetect[onnx]"``.
+
+>>> from dbdetect.export import to_onnx, quantize
+>>> to_onnx("ppocrv4", "ppocrv4.onnx")                                          # doctest: +SKIP
+>>> quantize("ppocrv4.onnx", "ppocrv4_int8.onnx", "icdar2015/train/images")    # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .onnx_backend import INSTALL_HINT, META_KEY, cfg_to_json
+
+DEFAULT_OPSET = 17
+# Trace shape: small, and not square, so no H/W confusion can hide in the graph.
+_TRACE_SHAPE = (1, 3, 96, 128)
+
+
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError(f"ONNX export needs the onnx package: {INSTALL_HINT}") from exc
+    return onnx
+
+
+def _check_out(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists (pass overwrite=True / --overwrite to replace it)")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give a file name such as model.onnx")
+
+
+def _save_atomic(model_proto, path: Path, check=None) -> None:
+    """Write next to ``path``, run ``check(tmp_path)``, then rename: a crash or a failed
+    check never leaves half a file under ``path`` nor replaces what was there."""
+    onnx = _import_onnx()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        onnx.save(model_proto, tmp)
+        if check is not None:
+            check(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a model file is not secret
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def set_metadata(model_proto, key: str, value: str) -> None:
+    """Set (or replace) one ``metadata_props`` entry of an ONNX ModelProto."""
+    for p in model_proto.metadata_props:
+        if p.key == key:
+            p.value = value
+            return
+    model_proto.metadata_props.add(key=key, value=value)
+
+
+def _load_torch_model(model) -> torch.nn.Module:
+    from . import models
+
+    if isinstance(model, torch.nn.Module):
+        if not isinstance(getattr(model, "cfg", None), dict):
+            raise TypeError("a model passed as nn.Module needs a .cfg dict (see dbdetect.models.create)")
+        return copy.deepcopy(model)
+    if str(model).lower().endswith(".onnx"):
+        raise ValueError(f"{model} is already an ONNX file; to_onnx needs a registry name, checkpoint or nn.Module")
+    return models.create(model, pretrained=True)
+
+
+def _drop_identities(graph) -> None:
+    """Remove Identity nodes (the legacy exporter leaves them for shared weights)."""
+    outputs = {o.name for o in graph.output}
+    rename = {}
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.output[0] not in outputs:
+            rename[node.output[0]] = rename.get(node.input[0], node.input[0])
+        else:
+            keep.append(node)
+    for node in keep:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
+def _verify(net: torch.nn.Module, path: Path, tol: float = 1e-4) -> float:
+    """Max abs difference between torch and onnxruntime on a random input of a new shape."""
+    from .onnx_backend import OnnxSession
+
+    x = torch.rand(2, 3, 160, 96, generator=torch.Generator().manual_seed(0)) * 4 - 2
+    with torch.inference_mode():
+        ref = net(x)[:, 0].numpy()
+    diff = float(np.abs(OnnxSession(path)(x.numpy()) - ref).max())
+    if not diff <= tol:
+        raise RuntimeError(f"exported {path} differs from the torch model by {diff:.2e} (> {tol:g})")
+    return diff
+
+
+def to_onnx(model, path, opset: int = DEFAULT_OPSET, overwrite: bool = False, verify: bool = True) -> Path:
+    """Export a DBNet (BatchNorm folded, eval mode) to ONNX with its cfg as metadata.
+
+    The graph has one float input ``image`` (N, 3, H, W) with dynamic N, H, W
+    (H and W multiples of 32) and one output ``prob`` (N, 1, H, W).
+
+    Args:
+        model: a registry name, a checkpoint written by ``dbdetect train``, or
+            an ``nn.Module`` with a ``cfg`` dict (copied, never modified).
+        path: the .onnx file to write.
+        opset: ONNX opset (>= 13).
+        overwrite: replace an existing file; without it an existing ``path``
+            raises FileExistsError and is left untouched.
+        verify: run the file on onnxruntime (if installed) and check it
+            against torch within 1e-4.
+
+    Returns:
+        ``path`` as a Path.
+
+    >>> to_onnx("ppocrv4", "ppocrv4.onnx", opset=17)     # doctest: +SKIP
+    PosixPath('ppocrv4.onnx')
+    """
+    from . import models
+
+    onnx = _import_onnx()
+    path = Path(path)
+    _check_out(path, overwrite)
+    if int(opset) < 13:
+        raise ValueError(f"opset must be >= 13 (Resize with sizes), got {opset}")
+    net = models.fuse(_load_torch_model(model).eval(), channels_last=False)
+    cfg = dict(net.cfg)
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
+        raw = Path(tmp) / "raw.onnx"
+        # The TorchScript exporter (dynamo=False): the dynamo one needs onnxscript and gives
+        # nothing these convolution-only graphs need.
+        torch.onnx.export(
+            net, (torch.zeros(_TRACE_SHAPE),), str(raw), dynamo=False, opset_version=int(opset),
+            input_names=["image"], output_names=["prob"], do_constant_folding=True,
+            dynamic_axes={"image": {0: "N", 2: "H", 3: "W"}, "prob": {0: "N", 2: "H", 3: "W"}},
+        )
+        proto = onnx.load(str(raw))
+    _drop_identities(proto.graph)
+    proto.producer_name = "dbdetect"
+    set_metadata(proto, META_KEY, cfg_to_json(cfg))
+    onnx.checker.check_model(proto)
+    _save_atomic(proto, path, check=(lambda p: _verify(net, p)) if verify and _has_ort() else None)
+    return path
+
+
+def _has_ort() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False  # export works without it; the check is skipped
+    return True
+
+
+# ---------------------------------------------------------------- int8
+
+# Which nodes get int8 (the measurements behind this are in the README, "Export to ONNX and int8"):
+# - "dense" (default): see _dense_convs. Everything else stays fp32: depthwise convs and the
+#   stem, the elementwise hard-swish/hard-sigmoid/SE chains (a Q/DQ pair costs more than the
+#   op), Resize/Concat, and both ConvTranspose of the head (no int8 kernel on onnxruntime's
+#   CPU provider; the last one makes the map that gets thresholded).
+# - "conv": every Conv and ConvTranspose but the head's last one.
+# - "all": every op onnxruntime can quantise (elementwise chains included).
+POLICIES = ("dense", "conv", "all")
+_ALL_OPS = ("Conv", "ConvTranspose", "Add", "Mul", "Relu", "Resize", "Concat", "GlobalAveragePool",
+            "Sigmoid", "HardSigmoid", "HardSwish")
+_QTYPES = {"u8": "QUInt8", "s8": "QInt8"}
+
+
+def calibration_paths(source, n: int = 100) -> list[Path]:
+    """Up to ``n`` image files from a folder, a label file (any dbdetect format) or a list.
+
+    Taken evenly spread over the sorted list, so a folder's first images do
+    not dominate. Use training images: never calibrate on images you score.
+    """
+    from .imageio import IMAGE_EXTENSIONS, list_images
+
+    if isinstance(source, (str, os.PathLike)):
+        src = Path(source)
+        if not src.exists():
+            raise FileNotFoundError(f"calibration source not found: {src}")
+        if src.is_dir() or src.suffix.lower() in IMAGE_EXTENSIONS:
+            paths = list_images([src])
+        else:
+            from .data import load_samples
+
+            paths = [s.image_path for s in load_samples(src)]
+    else:
+        paths = [Path(p) for p in source]
+    if n < 1:
+        raise ValueError(f"the number of calibration images must be >= 1, got {n}")
+    if not paths:
+        raise ValueError(f"calibration source {source} holds no image files ({', '.join(IMAGE_EXTENSIONS[:4])}, ...)")
+    if len(paths) > n:
+        paths = [paths[int(i)] for i in np.linspace(0, len(paths) - 1, n).round()]
+    return paths
+
+
+def _calibration_reader(input_name: str, paths, cfg: dict, limit_side_len, limit_type, progress: bool):
+    """A CalibrationDataReader feeding dbdetect-pre-processed images, one per batch."""
+    from onnxruntime.quantization import CalibrationDataReader
+    from tqdm import tqdm
+
+    from .imageio import load_image
+    from .preprocess import prepare
+
+    side = int(limit_side_len or cfg["limit_side_len"])
+    ltype = limit_type or cfg["limit_type"]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.ok = 0
+            self.it = iter(tqdm(paths, desc="calibrate", unit="img", disable=not progress))
+
+        def get_next(self):
+            for p in self.it:
+                try:
+                    img = load_image(p)
+                except (ValueError, OSError) as exc:
+                    warnings.warn(f"calibration: skipping {p}: {exc}", stacklevel=2)
+                    continue
+                self.ok += 1
+                return {input_name: prepare(img, cfg, side, ltype)[None]}
+            return None
+
+    return Reader()
+
+
+def _first_readable(paths, source) -> None:
+    """Fail early, with the source named, when no calibration file decodes."""
+    from .imageio import load_image
+
+    for p in paths:
+        try:
+            load_image(p)
+            return
+        except (ValueError, OSError):
+            continue
+    raise ValueError(f"calibration source {source}: none of its {len(paths)} image files is readable")
+
+
+def _read_fp32(onnx_path: Path):
+    """(ModelProto, cfg or None, input name) of an fp32 DBNet ONNX file, checked."""
+    from .onnx_backend import OnnxSession
+
+    sess = OnnxSession(onnx_path)
+    return _import_onnx().load(str(onnx_path)), sess.cfg, sess.input_name
+
+
+def quantize(onnx_path, out_path, calibration_images, n: int = 100, limit_side_len: int | None = None,
+             limit_type: str | None = None, quant_format: str = "qdq", activations: str = "u8",
+             weights: str = "s8", nodes: str = "dense",
+             overwrite: bool = False, progress: bool = True) -> Path:
+    """Static int8 quantisation (onnxruntime) of an fp32 dbdetect ONNX file.
+
+    Weights per channel, activations per tensor from the MinMax statistics of
+    ``n`` calibration images run through dbdetect's own pre-processing at the
+    model's resize setting (``limit_side_len``/``limit_type`` override it).
+
+    Args:
+        onnx_path: an fp32 file from :func:`to_onnx` (or a foreign DBNet ONNX;
+            then the PP-OCR pre-processing is assumed, with a warning).
+        out_path: the int8 file to write (refused if it exists, unless ``overwrite``).
+        calibration_images: a folder, a label file, or a list of image paths.
+            Use training images, never the images you will score.
+        n: number of calibration images (spread evenly over the source).
+        quant_format: "qdq" (QuantizeLinear/DequantizeLinear around fp32 ops,
+            fused into int8 kernels by onnxruntime) or "qoperator" (QLinearConv ...).
+        activations, weights: "u8" or "s8".
+        nodes: which nodes get int8: "dense" (convolutions with groups == 1 and
+            >= 16 input channels; the default), "conv" (all convolutions but the
+            head's last), "all" (every op onnxruntime can quantise).
+        overwrite: replace an existing ``out_path``.
+        progress: show a tqdm bar over the calibration images.
+
+    Returns:
+        ``out_path`` as a Path.
+
+    >>> quantize("ppocrv4.onnx", "ppocrv4_int8.onnx", "icdar2015/train/images", n=100)  # doctest: +SKIP
+    PosixPath('ppocrv4_int8.onnx')
+    """
+    from .onnx_backend import import_onnxruntime, with_defaults
+
+    import_onnxruntime()
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    onnx_path, out_path = Path(onnx_path), Path(out_path)
+    _check_out(out_path, overwrite)
+    if quant_format not in ("qdq", "qoperator"):
+        raise ValueError(f"quant_format must be 'qdq' or 'qoperator', got {quant_format!r}")
+    if nodes not in POLICIES:
+        raise ValueError(f"nodes must be one of {', '.join(POLICIES)}, got {nodes!r}")
+    for what, v in (("activations", activations), ("weights", weights)):
+        if v not in _QTYPES:
+            raise ValueError(f"{what} must be 'u8' or 's8', got {v!r}")
+    proto, meta, input_name = _read_fp32(onnx_path)
+    if any(node.op_type in ("QuantizeLinear", "QLinearConv") for node in proto.graph.node):
+        raise ValueError(f"{onnx_path} is already quantised")
+    cfg = with_defaults(meta, str(onnx_path), {"limit_side_len": limit_side_len, "limit_type": limit_type})
+    paths = calibration_paths(calibration_images, n)
+    _first_readable(paths, calibration_images)
+    reader = _calibration_reader(input_name, paths, cfg, limit_side_len, limit_type, progress)
+    op_types = _ALL_OPS if nodes == "all" else ("Conv", "ConvTranspose")
+    include = _dense_convs(proto.graph) if nodes == "dense" else None
+    exclude = [] if nodes == "all" else _last_conv(proto.graph)
+    settings = dict(format=quant_format, activations=activations, weights=weights, per_channel=True,
+                    nodes=nodes, excluded=exclude, calibration_images=len(paths),
+                    limit_side_len=limit_side_len or cfg["limit_side_len"], limit_type=limit_type or cfg["limit_type"])
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "int8.onnx"
+        quantize_static(
+            str(onnx_path), str(raw), reader,
+            quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
+            op_types_to_quantize=list(op_types), per_channel=True,
+            activation_type=getattr(QuantType, _QTYPES[activations]),
+            weight_type=getattr(QuantType, _QTYPES[weights]),
+            nodes_to_quantize=include,
+            nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": activations == "s8"},
+        )
+        settings["calibration_images"] = reader.ok
+        out = _import_onnx().load(str(raw))
+    if meta is not None:
+        set_metadata(out, META_KEY, cfg_to_json(meta))
+    set_metadata(out, "dbdetect.quantization", json.dumps(settings, sort_keys=True))
+    _save_atomic(out, out_path)
+    return out_path
+
+
+def _pooled_tensors(graph) -> set:
+    """Tensors that are (N, C, 1, 1) vectors: the global pools and the SE convs that follow them."""
+    consts = {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    pooled: set = set()
+    for node in graph.node:  # ONNX graphs are topologically sorted
+        data = [i for i in node.input if i and i not in consts]
+        if node.op_type == "GlobalAveragePool" or (data and all(i in pooled for i in data)):
+            pooled.update(node.output)
+    return pooled
+
+
+def _dense_convs(graph, keep_first: int = 3) -> list[str]:
+    """Conv nodes worth int8: groups == 1, >= 16 input channels, on feature maps.
+
+    Left out: depthwise convolutions and the 3-channel stem (too little arithmetic
+    per pixel to pay for the quantise/dequantise passes), the SE convolutions on
+    pooled (N, C, 1, 1) vectors, and the first ``keep_first`` dense convolutions,
+    the high-resolution start of the backbone, where int8 errors grow the most.
+    """
+    dims = {t.name: list(t.dims) for t in graph.initializer}
+    pooled = _pooled_tensors(graph)
+    keep = []
+    for node in graph.node:
+        if node.op_type != "Conv" or node.input[0] in pooled:
+            continue
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        w = dims.get(node.input[1])
+        if group == 1 and w is not None and w[1] >= 16:
+            keep.append(node.name)
+    return keep[keep_first:]
+
+
+def _last_conv(graph) -> list[str]:
+    """Name of the conv feeding the graph output (through its Sigmoid), if any."""
+    producer = {o: n for n in graph.node for o in n.output}
+    node = producer.get(graph.output[0].name)
+    while node is not None and node.op_type not in ("Conv", "ConvTranspose"):
+        node = producer.get(node.input[0]) if node.input else None
+    return [node.name] if node is not None and node.name else []
+
+
+# ---------------------------------------------------------------- CLI
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """Register ``dbdetect export``."""
+    p = sub.add_parser(
+        "export", help="export a model to ONNX (optionally int8) for onnxruntime",
+        description="Export a registry model or a training checkpoint to ONNX (BatchNorm folded, dynamic "
+                    "N/H/W, the model's settings stored in the file), or quantise it to int8 with --int8. "
+                    f"Needs {INSTALL_HINT}.")
+    p.add_argument("--model", required=True,
+                   help="registry name, checkpoint (.pt), or an fp32 .onnx file to quantise with --int8")
+    p.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out file")
+    q = p.add_argument_group("int8")
+    q.add_argument("--int8", action="store_true", help="write a static int8 model (onnxruntime quantisation)")
+    q.add_argument("--calib", help="calibration images: a folder or a label file (training images, never test ones)")
+    q.add_argument("--calib-n", type=int, default=100, help="number of calibration images (default 100)")
+    q.add_argument("--calib-side-len", type=int, default=None, help="resize limit for calibration (default: the model's)")
+    q.add_argument("--format", choices=("qdq", "qoperator"), default="qdq", help="onnxruntime quantisation format")
+    q.add_argument("--nodes", choices=POLICIES, default="dense",
+                   help="which nodes get int8 (default dense: convolutions with groups 1 and >= 16 input channels)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    """``dbdetect export``: to_onnx, then quantize with --int8."""
+    from .cli import UserError
+
+    if args.out.exists() and not args.overwrite:
+        raise UserError(f"--out {args.out} already exists (use --overwrite to replace it)")
+    if args.int8 and not args.calib:
+        raise UserError("--int8 needs --calib DIR_OR_LABELS (training images to calibrate on)")
+    if not args.int8 and args.calib:
+        raise UserError("--calib is only used with --int8")
+    is_onnx = str(args.model).lower().endswith(".onnx")
+    if is_onnx and not args.int8:
+        raise UserError(f"{args.model} is already ONNX; add --int8 --calib DIR to quantise it")
+
+    def to_int8(src):
+        quantize(src, args.out, args.calib, n=args.calib_n, limit_side_len=args.calib_side_len,
+                 quant_format=args.format, nodes=args.nodes, overwrite=args.overwrite,
+                 progress=not args.no_progress)
+
+    try:
+        if not args.int8:
+            to_onnx(args.model, args.out, opset=args.opset, overwrite=args.overwrite)
+        elif is_onnx:
+            to_int8(args.model)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                to_int8(to_onnx(args.model, Path(tmp) / "fp32.onnx", opset=args.opset))
+    except (FileExistsError, IsADirectoryError, ImportError) as exc:
+        raise UserError(str(exc)) from None
+    size = args.out.stat().st_size / 2**20
+    print(f"wrote {args.out} ({size:.1f} MiB{', int8' if args.int8 else ''})")
+    return 0
