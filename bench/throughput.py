@@ -23,6 +23,11 @@ run (1 actor: its rate; 2 actors: twice its rate).
 """
 from __future__ import annotations
 
+import os
+
+# Ray stays on 127.0.0.1 (see dbdetect.distributed.keep_on_loopback); read when ray is imported.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no cloud-metadata probes
 import argparse
 import json
 import resource

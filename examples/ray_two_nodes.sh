@@ -4,10 +4,15 @@
 #
 #   examples/ray_two_nodes.sh IMAGES_DIR OUT_DIR [PORT]
 #
+#   HEAD_IP=10.0.0.1 examples/ray_two_nodes.sh IMAGES_DIR OUT_DIR
+#
 # On a real cluster, run the first `ray start` on the head machine and the
 # second on each worker, with HEAD_IP set to the head's private address; the
 # images, the model file (if not a bundled name) and OUT_DIR must be on storage
-# that every node sees at the same path. Here both nodes run on this machine.
+# that every node sees at the same path. As written, both nodes run on the machine
+# that runs the script. HEAD_IP has no default: Ray (2.60, Linux) replaces
+# 127.0.0.1 by the machine's network address for a multi-node cluster, so a
+# two-node cluster cannot be kept on loopback; give a private address.
 #
 # Security: a Ray cluster runs any code sent to its ports. Keep it on
 # 127.0.0.1 or a private network behind a firewall, never on a public address.
@@ -16,10 +21,11 @@
 # (or set RAY_AUTH_TOKEN there). Older versions have no authentication at all.
 set -euo pipefail
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
+export RAY_USAGE_STATS_ENABLED=0  # no usage reports (they probe cloud metadata addresses)
 IMAGES=$1
 OUT=$2
 PORT=${3:-6390}
-HEAD_IP=${HEAD_IP:-127.0.0.1}
+HEAD_IP=${HEAD_IP:?set HEAD_IP to the private address of the head node}
 ADDRESS="$HEAD_IP:$PORT"
 # Private session files, so this cluster does not touch another one on the machine.
 TMP=${RAY_EXAMPLE_TMP:-$(mktemp -d /tmp/dbdray.XXXX)}

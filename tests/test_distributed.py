@@ -149,23 +149,3 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def test_two_node_example(paths, reference, tmp_path):
-    imgs = tmp_path / "imgs"
-    imgs.mkdir()
-    few = paths[:4]
-    for p in few:
-        (imgs / Path(p).name).symlink_to(p)
-    env = {**os.environ, "PYTHON": sys.executable,
-           "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
-    out = tmp_path / "out"
-    r = subprocess.run(["bash", str(ROOT / "examples" / "ray_two_nodes.sh"), str(imgs), str(out), str(_free_port()),
-                        "--no-progress", "--limit-side-len", "320", "--limit-type", "max"],
-                       env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert "nodes up: 2" in r.stdout
-    rows = pq.read_table(out).to_pylist()
-    _check([{**row, "path": str(imgs / Path(row["path"]).name)} for row in rows],
-           {str(imgs / Path(p).name): reference[p] for p in few})

@@ -216,8 +216,12 @@ def test_pretrained_threshold_branch_starts_unsaturated():
     assert g is not None and g.abs().sum() > 0
 
 
-def test_ppocrv4_ic15_keeps_its_trained_threshold_branch():
-    # Unlike the ports, the fine-tuned entry stores a trained threshold branch: no reset on load.
-    m = models.create("ppocrv4_ic15")
+@pytest.mark.parametrize("name", ["ppocrv4_ic15", "ppocrv4_td500"])
+def test_fine_tuned_entries_keep_their_trained_threshold_branch(name):
+    # Unlike the ports, the fine-tuned entries store a trained threshold branch: no reset on load.
+    m = models.create(name)
     assert m.head.thresh.up2.weight.abs().sum() > 0
-    assert m.cfg["name"] == "ppocrv4_ic15"
+    assert m.cfg["name"] == name
+    # and they differ from the weights they started from
+    base = models.create("ppocrv4").state_dict()
+    assert any(not torch.equal(v, base[k]) for k, v in m.state_dict().items() if "thresh" not in k)

@@ -30,6 +30,7 @@ authentication at all; recent ones (2.60 here) add token authentication
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,24 @@ __all__ = ["detect_dataset", "IMAGE_COLUMNS"]
 
 IMAGE_COLUMNS = ("image", "bytes", "path")
 INSTALL_HINT = 'Ray is not installed: pip install "dbdetect[ray]"'
+
+
+# Ray on Linux swaps 127.0.0.1 for the machine's network address, so that other
+# machines can reach the node; the first switch (read when ray is imported) keeps
+# a one-machine Ray on loopback. The second stops Ray's usage statistics, which
+# probe cloud metadata addresses. Multi-machine clusters are started by `ray start`.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def keep_on_loopback() -> None:
+    """Make a Ray started or joined from this process use 127.0.0.1 only (call before importing ray)."""
+    for key, value in LOOPBACK_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0] if ":" in address else ""
+    return address == "local" or host in ("127.0.0.1", "localhost")
 
 
 def _import_ray():
@@ -149,9 +168,8 @@ def detect_dataset(dataset, model="ppocrv4", batch_size: int = 8, concurrency: i
 
 def _connect(ray, address: str):
     """Start a local Ray (127.0.0.1 only) or join the cluster at ``address``."""
-    host = address.rsplit(":", 1)[0] if ":" in address else ""
     kw = dict(include_dashboard=False, log_to_driver=False)
-    if address == "local" or host in ("127.0.0.1", "localhost"):
+    if _is_loopback(address):
         kw["_node_ip_address"] = "127.0.0.1"
     ray.init(address=None if address == "local" else address, **kw)
 
@@ -177,6 +195,8 @@ def run_cli(args, paths: list, detector_kwargs: dict) -> int:
     from .cli import UserError
     from .jsonl import path_key
 
+    if _is_loopback(args.ray):
+        keep_on_loopback()
     ray = _import_ray()
     out = args.out
     if out is None:

@@ -37,6 +37,9 @@ _PPOCR_CFG = dict(
 # Tuned for ppocrv4_ic15 on 100 held-out ICDAR 2015 training images (img_901..img_1000):
 # word-level boxes on small, blurred text want a larger input and a stricter box score.
 _PPOCR_IC15_CFG = dict(_PPOCR_CFG, limit_side_len=1440, thresh=0.3, box_thresh=0.7, unclip_ratio=1.3)
+# Tuned for ppocrv4_td500 with `dbdetect tune` on 30 held-out MSRA-TD500 training images
+# (every 10th by name): the same as PP-OCR's but a lower binarisation threshold.
+_PPOCR_TD500_CFG = dict(_PPOCR_CFG, thresh=0.2, box_thresh=0.5, unclip_ratio=1.6, use_dilation=True)
 # Classic DBNet settings (Liao et al.; MhLiao/DB's ICDAR 2015 config) for models trained here.
 _DBNET_CFG = dict(
     mean=IMAGENET_MEAN, std=IMAGENET_STD, channel_order="rgb", stride=32,
@@ -46,7 +49,8 @@ _DBNET_CFG = dict(
 )
 
 # Bundled weight files of the pretrained entries.
-_WEIGHT_FILES = {"ppocrv4": "ppocrv4_det.pt", "ppocrv3": "ppocrv3_det.pt", "ppocrv4_ic15": "ppocrv4_ic15_det.pt"}
+_WEIGHT_FILES = {"ppocrv4": "ppocrv4_det.pt", "ppocrv3": "ppocrv3_det.pt", "ppocrv4_ic15": "ppocrv4_ic15_det.pt",
+                 "ppocrv4_td500": "ppocrv4_td500_det.pt"}
 # Entries whose file stores the threshold branch as a copy of the probability branch.
 _COPIED_THRESHOLD = {"ppocrv4", "ppocrv3"}
 
@@ -143,6 +147,12 @@ def ppocrv4(pretrained: bool = True, **kw) -> DBNet:
 def ppocrv4_ic15(pretrained: bool = True, **kw) -> DBNet:
     """PP-OCRv4 fine-tuned on ICDAR 2015 train with ``dbdetect train`` (word-level boxes; see README)."""
     return _build("ppocrv4_ic15", PPLCNetV3(scale=0.75, **kw), 96, True, _PPOCR_IC15_CFG, pretrained, kw)
+
+
+@register_model
+def ppocrv4_td500(pretrained: bool = True, **kw) -> DBNet:
+    """PP-OCRv4 fine-tuned on 270 MSRA-TD500 training images (line-level, multi-oriented; see README)."""
+    return _build("ppocrv4_td500", PPLCNetV3(scale=0.75, **kw), 96, True, _PPOCR_TD500_CFG, pretrained, kw)
 
 
 @register_model
