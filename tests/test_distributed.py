@@ -7,7 +7,6 @@ send no traffic off loopback, so CI does not run them until that is found and st
 """
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -152,8 +151,3 @@ def test_cli_ray_writes_parquet_and_resumes(paths, reference, tmp_path):
     _check([{**row, "path": str(Path(paths[0]).parent / Path(row["path"]).name)} for row in rows],
            {p: reference[p] for p in paths[:3]})
 
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
