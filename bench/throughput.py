@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import os
 
-# Ray stays on 127.0.0.1 (see dbdetect.distributed.keep_on_loopback); read when ray is imported.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no cloud-metadata probes
+from dbdetect.distributed import keep_on_loopback
+
+keep_on_loopback()  # Ray stays on 127.0.0.1 and probes no cloud metadata; before ray is imported
 import argparse
 import json
 import resource

@@ -3,14 +3,16 @@ from pathlib import Path
 
 import pytest
 
+from dbdetect.distributed import keep_on_loopback
+
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared/data next to the repository (CI lays a copy there); override with DBDETECT_DATA.
 DATA = Path(os.environ.get("DBDETECT_DATA", ROOT.parent / "shared" / "data"))
 IC15 = DATA / "icdar2015"
-# Every Ray the tests start stays on 127.0.0.1 (Ray on Linux would otherwise
-# use the machine's network address); read when ray is first imported.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no cloud-metadata probes
+# Every Ray the tests start stays on 127.0.0.1 and sends nothing off it (no
+# network-address swap, no usage reports, no cloud-metadata probe); read when
+# ray is first imported. dbdetect.distributed imports no ray itself.
+keep_on_loopback()
 
 
 @pytest.fixture(scope="session")

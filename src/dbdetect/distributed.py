@@ -34,7 +34,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["detect_dataset", "IMAGE_COLUMNS"]
+__all__ = ["detect_dataset", "keep_on_loopback", "IMAGE_COLUMNS"]
 
 IMAGE_COLUMNS = ("image", "bytes", "path")
 INSTALL_HINT = 'Ray is not installed: pip install "dbdetect[ray]"'
@@ -42,15 +42,39 @@ INSTALL_HINT = 'Ray is not installed: pip install "dbdetect[ray]"'
 
 # Ray on Linux swaps 127.0.0.1 for the machine's network address, so that other
 # machines can reach the node; the first switch (read when ray is imported) keeps
-# a one-machine Ray on loopback. The second stops Ray's usage statistics, which
-# probe cloud metadata addresses. Multi-machine clusters are started by `ray start`.
+# a one-machine Ray on loopback. The second stops Ray's usage statistics.
+# Multi-machine clusters are started by `ray start`.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+# Ray's dashboard process asks the cloud metadata services (169.254.169.254,
+# metadata.google.internal) which cloud it runs on, at start-up and even with usage
+# statistics off (Ray 2.60: usage_lib.get_cluster_config_to_report). Those requests
+# honour http_proxy, so a proxy on a closed loopback port (9, discard) makes them
+# fail at once without leaving the machine; loopback itself stays direct (no_proxy),
+# which keeps Ray's own gRPC traffic untouched. A proxy the user set is left alone.
+CLOSED_PROXY = "http://127.0.0.1:9"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def keep_on_loopback() -> None:
-    """Make a Ray started or joined from this process use 127.0.0.1 only (call before importing ray)."""
+    """Make a Ray started from this process use 127.0.0.1 only (call before importing ray).
+
+    Sets ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` and ``RAY_USAGE_STATS_ENABLED=0``, and,
+    unless a proxy is already configured, sends plain-HTTP requests (Ray's cloud-metadata
+    probe) to a closed port on 127.0.0.1 while loopback addresses bypass it. Ray's
+    worker processes inherit the settings.
+
+    >>> keep_on_loopback()
+    >>> import os; os.environ["RAY_USAGE_STATS_ENABLED"]
+    '0'
+    """
     for key, value in LOOPBACK_ENV.items():
         os.environ.setdefault(key, value)
+    if any(os.environ.get(k) for k in ("http_proxy", "HTTP_PROXY")):
+        return
+    os.environ["http_proxy"] = os.environ["HTTP_PROXY"] = CLOSED_PROXY
+    bypass = [h for h in os.environ.get("no_proxy", os.environ.get("NO_PROXY", "")).split(",") if h]
+    bypass += [h for h in LOOPBACK_HOSTS if h not in bypass]
+    os.environ["no_proxy"] = os.environ["NO_PROXY"] = ",".join(bypass)
 
 
 def _is_loopback(address: str) -> bool:
