@@ -10,9 +10,11 @@
 # second on each worker, with HEAD_IP set to the head's private address; the
 # images, the model file (if not a bundled name) and OUT_DIR must be on storage
 # that every node sees at the same path. As written, both nodes run on the machine
-# that runs the script. HEAD_IP has no default: Ray (2.60, Linux) replaces
-# 127.0.0.1 by the machine's network address for a multi-node cluster, so a
-# two-node cluster cannot be kept on loopback; give a private address.
+# that runs the script. HEAD_IP has no default: a multi-node Ray binds its
+# servers to every interface and (2.60, Linux) replaces 127.0.0.1 by the machine's
+# network address, so give the head's private address. The tests run this script
+# in a network namespace of its own (`unshare -rn`, HEAD_IP=127.0.0.2), whose only
+# interface is a private loopback: see test_two_node_example.
 #
 # Security: a Ray cluster runs any code sent to its ports. Keep it on
 # 127.0.0.1 or a private network behind a firewall, never on a public address.
@@ -21,7 +23,7 @@
 # (or set RAY_AUTH_TOKEN there). Older versions have no authentication at all.
 set -euo pipefail
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
-export RAY_USAGE_STATS_ENABLED=0  # no usage reports (they probe cloud metadata addresses)
+export RAY_USAGE_STATS_ENABLED=0  # no usage reports
 IMAGES=$1
 OUT=$2
 PORT=${3:-6390}

@@ -5,9 +5,11 @@ no network-address swap, no usage reports, and Ray's cloud-metadata probe goes
 to a closed loopback port. DBDETECT_RAY_TESTS=0 skips them.
 """
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +152,42 @@ def test_cli_ray_writes_parquet_and_resumes(paths, reference, tmp_path):
     _check([{**row, "path": str(Path(paths[0]).parent / Path(row["path"]).name)} for row in rows],
            {p: reference[p] for p in paths[:3]})
 
+
+
+def _netns_ok() -> bool:
+    """A private network namespace with its own loopback (root, or unprivileged user namespaces)."""
+    if not sys.platform.startswith("linux") or not shutil.which("unshare") or not shutil.which("ip"):
+        return False
+    probe = subprocess.run(["unshare", "-rn", "ip", "link", "set", "lo", "up"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _netns_ok(), reason="needs `unshare -rn` and `ip` (a private network namespace)")
+def test_two_node_example(paths, reference, tmp_path):
+    """examples/ray_two_nodes.sh: a head and a worker node, inside a fresh network namespace.
+
+    A multi-node Ray binds its servers to every interface (only a 127.0.0.1 node binds
+    to loopback, and Ray will not run one worker node that way). In a namespace of its
+    own, the only interface is a private loopback, so nothing is reachable from, or
+    sent to, any other machine.
+    """
+    imgs, out = tmp_path / "imgs", tmp_path / "out"
+    imgs.mkdir()
+    for p in paths[:4]:
+        (imgs / Path(p).name).symlink_to(p)
+    ray_tmp = tempfile.mkdtemp(prefix="dbdray", dir="/tmp")  # Ray's socket paths must stay short
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    env.update(HEAD_IP="127.0.0.2", RAY_EXAMPLE_TMP=ray_tmp, PYTHON=sys.executable,
+               PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    script = ROOT / "examples" / "ray_two_nodes.sh"
+    inner = f'ip link set lo up && exec bash "{script}" "$1" "$2" 6390 --no-progress --limit-side-len 320 --limit-type max'
+    try:
+        r = subprocess.run(["unshare", "-rn", "bash", "-c", inner, "sh", str(imgs), str(out)],
+                           env=env, capture_output=True, text=True, timeout=420)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "nodes up: 2" in r.stdout
+    rows = pq.read_table(out).to_pylist()
+    _check([{**row, "path": str(Path(paths[0]).parent / Path(row["path"]).name)} for row in rows],
+           {p: reference[p] for p in paths[:4]})
