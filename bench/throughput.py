@@ -9,17 +9,23 @@ chunks and the in-process variants take turns on each chunk, so background
 load hits them alike:
 
 - loop:      ``for p in paths: dbdetect.detect(p)`` (torch's default threads)
-- pipeline:  what ``dbdetect detect --workers W`` runs: :func:`dbdetect.pipeline.detect_stream`
-             plus a JSON line per image (same threads as loop)
-- bound:     the network's forward pass alone on the same prepared inputs
+- pipeline:  what ``dbdetect detect --workers W`` runs by default: :func:`dbdetect.pipeline.detect_stream`
+             with 2 streams of 1 torch thread each (``--streams 2``), plus a JSON line per image
+- pipe-1s:   the same with one stream of torch's default threads (``--streams 1``)
+- bound:     the network's forward pass alone on the same prepared inputs (torch's default threads,
+             one pass at a time: the bound the issue names); inputs are prepared 8 at a time,
+             untimed, and only the forward passes are timed
+- bound-2s:  the same forward passes in 2 threads of 1 torch thread each: the pipeline's own ideal
 - pipe-1t:   the pipeline with 1 torch thread and no worker thread: one Ray actor's work, in-process
 
 Then Ray Data (``dbdetect.distributed.detect_dataset``) with 1 and 2 actors of
-1 CPU / 1 torch thread: one run on 10 images per actor, one on the whole set
-(``--ray-limit``); their difference in wall time over the difference in images
-is the steady-state rate (actor start-up and model loading cancel). Ray's overhead per
-image is taken against a pipe-1t run on the same images just before each Ray
-run (1 actor: its rate; 2 actors: twice its rate).
+1 CPU / 1 torch thread, in one Ray instance: an untimed warm-up run (Ray's first
+run also starts its worker processes and imports torch in them), then one run on
+10 images per actor and one on the whole set (``--ray-limit``); their difference
+in wall time over the difference in images is the steady-state rate (actor
+start-up and model loading cancel). Ray's overhead per image is taken against
+the in-process run doing the same work on the same images just before: pipe-1t
+for 1 actor, the pipeline (2 streams of 1 thread) for 2 actors.
 """
 from __future__ import annotations
 
@@ -40,7 +46,32 @@ from pathlib import Path
 
 from _common import DEFAULT_DATA
 
-LOCAL = ("loop", "pipeline", "bound", "pipe-1t")
+LOCAL = ("loop", "pipeline", "pipe-1s", "bound", "bound-2s", "pipe-1t")
+
+
+def _forward_seconds(det, paths: list[str], streams: int, window: int = 8) -> float:
+    """Seconds spent in forward passes alone: inputs are prepared ``window`` at a time, untimed.
+
+    Holding a few prepared inputs rather than all of them keeps the memory (and
+    the allocator's state) like a real run's: with 100 inputs held, about 1.2 GB,
+    the forward passes ran slower than inside the plain loop.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(streams) if streams > 1 else None
+    total = 0.0
+    for start in range(0, len(paths), window):
+        inputs = [det._prepare(det._load(p, None))[None] for p in paths[start : start + window]]
+        t0 = time.perf_counter()
+        if pool is None:
+            for x in inputs:
+                det._forward(x)
+        else:
+            list(pool.map(lambda k: [det._forward(x) for x in inputs[k::streams]], range(streams)))
+        total += time.perf_counter() - t0
+    if pool is not None:
+        pool.shutdown()
+    return total
 
 
 def _measure(variant: str, paths: list[str], workers: int, batch_size: int) -> dict:
@@ -48,10 +79,13 @@ def _measure(variant: str, paths: list[str], workers: int, batch_size: int) -> d
     import torch
 
     import dbdetect
-    from dbdetect.pipeline import detect_stream
+    from dbdetect.pipeline import detect_stream, single_malloc_arena
 
-    if variant == "pipe-1t":
+    streams = 2 if variant in ("pipeline", "bound-2s") else 1
+    if variant == "pipe-1t" or streams == 2:
         torch.set_num_threads(1)
+    if streams == 2:
+        single_malloc_arena()  # as dbdetect detect does before it starts two streams
     if variant == "loop":
         dbdetect.detect(paths[0])  # loads and caches the default model
     else:
@@ -61,18 +95,16 @@ def _measure(variant: str, paths: list[str], workers: int, batch_size: int) -> d
     if variant == "loop":
         for p in paths:
             dbdetect.detect(p)
-    elif variant in ("pipeline", "pipe-1t"):
+    elif variant.startswith("pipe"):
         w = 0 if variant == "pipe-1t" else workers
         with tempfile.TemporaryFile("w") as out:
-            for res in detect_stream(det, paths, batch_size=batch_size, workers=w):
+            for res in detect_stream(det, paths, batch_size=batch_size, workers=w, streams=streams):
                 out.write(json.dumps({"path": str(res.source), "scores": [d.score for d in res.detections]}) + "\n")
                 out.flush()
-    elif variant == "bound":
-        inputs = [det._prepare(det._load(p, None))[None] for p in paths]
-        t0 = time.perf_counter()
-        for x in inputs:
-            det._forward(x)
-    dt = time.perf_counter() - t0
+    elif variant.startswith("bound"):
+        dt = _forward_seconds(det, paths, streams)
+    if not variant.startswith("bound"):
+        dt = time.perf_counter() - t0
     return {"variant": variant, "images": len(paths), "seconds": dt,
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -95,6 +127,7 @@ def _measure_ray(actors: int, paths: list[str], batch_size: int) -> dict:
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         k = 10 * actors
+        _ray_run(ray, paths[:k], actors, batch_size)  # warm-up: worker processes, imports
         t_small = _ray_run(ray, paths[:k], actors, batch_size)
         t_full = _ray_run(ray, paths, actors, batch_size)
     finally:
@@ -160,8 +193,8 @@ def main() -> None:
     if not args.no_ray:
         ray_paths = paths[: args.ray_limit or len(paths)]
         for actors in (1, 2):
-            # pipe-1t again right before each Ray run: the overhead compares neighbours in time
-            ray_ref[actors] = _spawn("pipe-1t", ray_paths, args)
+            # the in-process twin right before each Ray run: the overhead compares neighbours in time
+            ray_ref[actors] = _spawn("pipe-1t" if actors == 1 else "pipeline", ray_paths, args)
             totals[f"ray-{actors}"] = _spawn(f"ray-{actors}", ray_paths, args)
     ips = {v: t["images"] / t["seconds"] for v, t in totals.items()}
     print(f"\n{len(paths)} images, {args.chunk} per turn, pipeline workers={args.workers}, batch={args.batch_size}")
@@ -170,13 +203,15 @@ def main() -> None:
         rss = "-" if t["max_rss_mb"] != t["max_rss_mb"] else f"{t['max_rss_mb']:.0f}"
         print(f"{v:10s} {ips[v]:7.2f} {1000 / ips[v]:7.1f} {ips[v] / ips['bound']:8.3f} {rss:>10s}")
     print(f"pipeline / bound: {ips['pipeline'] / ips['bound']:.3f} (median of chunks {statistics.median(ratios):.3f}); "
-          f"pipeline / loop: {ips['pipeline'] / ips['loop']:.3f}; "
+          f"pipeline / loop: {ips['pipeline'] / ips['loop']:.3f}; pipeline / bound-2s: "
+          f"{ips['pipeline'] / ips['bound-2s']:.3f}; pipe-1s / bound: {ips['pipe-1s'] / ips['bound']:.3f}; "
           f"RSS pipeline - loop: {totals['pipeline']['max_rss_mb'] - totals['loop']['max_rss_mb']:+.0f} MB")
     for actors, ref_run in ray_ref.items():
-        ref = actors * ref_run["images"] / ref_run["seconds"]  # that many single-thread actors, in-process
+        ref = ref_run["images"] / ref_run["seconds"]
         r = ips[f"ray-{actors}"]
-        print(f"ray-{actors}: {r:.2f} img/s vs {ref:.2f} ideal ({actors} x pipe-1t run just before): "
-              f"overhead {(1 / r - 1 / ref) * 1000 * actors:+.1f} ms/img per actor ({(ref / r - 1) * 100:+.1f}%); "
+        twin = "pipe-1t" if actors == 1 else "pipeline (2 streams x 1 thread)"
+        print(f"ray-{actors}: {r:.2f} img/s vs {ref:.2f} in-process ({twin}, run just before): "
+              f"overhead {(1 / r - 1 / ref) * 1000:+.1f} ms/img ({(ref / r - 1) * 100:+.1f}%); "
               f"run on {10 * actors} images incl. start-up {totals[f'ray-{actors}']['startup_s']:.1f} s")
 
 

@@ -48,6 +48,37 @@ def test_stream_from_a_generator_equals_single_calls(ic15):
     assert sum(map(len, streamed)) > 0
 
 
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_two_streams_give_the_one_stream_results_in_order(ic15, batch_size):
+    det = Detector("ppocrv4", limit_side_len=320, limit_type="max")
+    inputs = [ic15 / "test" / "images" / f"img_{i}.jpg" for i in range(1, 8)]
+    inputs.insert(3, np.zeros((40, 300, 3), np.uint8))
+    one = list(detect_stream(det, inputs, batch_size=batch_size, workers=1, streams=1))
+    two = list(detect_stream(det, iter(inputs), batch_size=batch_size, workers=1, streams=2))
+    assert [r.index for r in two] == list(range(len(inputs)))
+    assert [[d.to_dict() for d in r.detections] for r in two] == [[d.to_dict() for d in r.detections] for r in one]
+    assert sum(len(r.detections) for r in two) > 0
+    with pytest.raises(ValueError, match="streams"):
+        next(detect_stream(det, inputs, streams=0))
+
+
+def test_a_model_failure_in_a_stream_thread_is_raised(monkeypatch):
+    det = Detector("ppocrv4", limit_side_len=640, limit_type="max")
+    images = [np.zeros((64, 64 * (k + 1), 3), np.uint8) for k in range(6)]  # image k has width 64 (k + 1)
+
+    def forward(batch):
+        if batch.shape[-1] == 64 * 3:
+            raise ValueError("the model produced NaN probabilities")
+        return np.zeros((batch.shape[0],) + batch.shape[2:], np.float32)
+
+    monkeypatch.setattr(det, "_forward", forward)
+    got = []
+    with pytest.raises(ValueError, match="NaN"):
+        for r in detect_stream(det, images, streams=2):
+            got.append(r.index)
+    assert got == [0, 1]  # everything before the failure, in order, then the error
+
+
 def test_stream_reports_bad_images_and_goes_on(ic15, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
@@ -89,10 +120,12 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(ic15, tmp_path):
     for i in range(1, 17):
         (imgs / f"img_{i}.jpg").symlink_to(ic15 / "test" / "images" / f"img_{i}.jpg")
     ref_out, out = tmp_path / "ref.jsonl", tmp_path / "run.jsonl"
-    r = subprocess.run(_detect(imgs, "--out", ref_out), capture_output=True, text=True, timeout=300)
+    # The reference runs one forward pass at a time; the killed and resumed runs use the default two streams.
+    r = subprocess.run(_detect(imgs, "--out", ref_out, "--streams", "1", "--workers", "0"),
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
 
-    proc = subprocess.Popen(_detect(imgs, "--out", out, "--workers", "2"), stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_detect(imgs, "--out", out, "--workers", "2", "--threads", "2"), stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while len(_lines(out)) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -120,3 +153,11 @@ def test_ray_option_without_ray_names_the_extra(ic15, tmp_path, monkeypatch, cap
     monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
     assert main(["detect", "--ray", str(ic15 / "test" / "images" / "img_1.jpg"), "--out", str(tmp_path / "o")]) == 2
     assert 'pip install "dbdetect[ray]"' in capsys.readouterr().err
+
+
+def test_single_malloc_arena_on_glibc():
+    import platform
+
+    from dbdetect.pipeline import single_malloc_arena
+
+    assert single_malloc_arena() is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")

@@ -6,10 +6,12 @@ A bad image is reported by name and skipped; the exit code is then 1.
 Inputs are never written over.
 
 Large runs: ``--workers N`` threads decode and resize the next images while
-the model runs; each line is flushed as it is written, and ``--resume``
-continues an interrupted ``--out results.jsonl`` (images already there are
-skipped). ``--ray [ADDRESS]`` runs on a Ray cluster instead and writes Parquet
-shards into the ``--out`` folder (needs ``pip install "dbdetect[ray]"``).
+the model runs, and ``--streams`` forward passes run at once (default 2 on a
+CPU with 2 or more threads, each pass taking half the threads); each line is
+flushed as it is written, and ``--resume`` continues an interrupted ``--out
+results.jsonl`` (images already there are skipped). ``--ray [ADDRESS]`` runs
+on a Ray cluster instead and writes Parquet shards into the ``--out`` folder
+(needs ``pip install "dbdetect[ray]"``).
 """
 from __future__ import annotations
 
@@ -43,6 +45,10 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int,
                    help="threads that decode and resize upcoming images while the model runs (default: 1; 0: none); "
                         "with --ray: detector actors (default: one per CPU of the cluster)")
+    p.add_argument("--threads", type=int, help="CPU threads for the network in all (default: torch's default)")
+    p.add_argument("--streams", type=int,
+                   help="forward passes run at once, sharing --threads (default: 2 on a CPU with 2 or more threads, "
+                        "else 1)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: skip images already in --out and append the rest")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
@@ -121,6 +127,9 @@ def run(args) -> int:
         raise UserError("no PATH given: name image files or folders")
     if args.workers is not None and args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
+    for flag, value in (("--threads", args.threads), ("--streams", args.streams), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
     if args.resume and args.out is None:
         raise UserError("--resume needs --out (the results file or folder of the interrupted run)")
     items, errors = _collect(args.paths)
@@ -141,14 +150,29 @@ def run(args) -> int:
     return _run_local(args, items, errors, inputs)
 
 
+def _streams_and_threads(args) -> tuple[int, int | None]:
+    """How many forward passes run at once, and the threads each gets (``None``: leave torch's setting)."""
+    import torch
+
+    total = args.threads or torch.get_num_threads()
+    on_cpu = str(args.device).startswith("cpu")
+    streams = args.streams or (2 if on_cpu and total >= 2 else 1)
+    if streams == 1:
+        return 1, args.threads
+    return streams, max(1, total // streams)
+
+
 def _run_local(args, items, errors, inputs) -> int:
     from tqdm import tqdm
 
     from .detector import Detector
     from .jsonl import open_results, path_key
-    from .pipeline import detect_stream
+    from .pipeline import detect_stream, single_malloc_arena
 
-    det = Detector(args.model, **_detector_kwargs(args))
+    streams, threads = _streams_and_threads(args)
+    if streams > 1:
+        single_malloc_arena()
+    det = Detector(args.model, num_threads=threads, **_detector_kwargs(args))
     done, out = set(), None
     if args.out is not None:
         done, out = open_results(args.out, resume=args.resume, overwrite=args.overwrite)
@@ -158,7 +182,7 @@ def _run_local(args, items, errors, inputs) -> int:
     failed = len(errors)
     taken: set = set()
     stream = detect_stream(det, (p for p, _ in todo), args.batch_size,
-                           1 if args.workers is None else args.workers)
+                           1 if args.workers is None else args.workers, streams=streams)
     try:
         for res in tqdm(stream, total=len(todo), desc="detect", unit="img", disable=args.no_progress,
                         file=sys.stderr):

@@ -236,7 +236,7 @@ class Detector:
 
     def detect_batch(
         self, images: Iterable[ImageLike], batch_size: int = 8, channel_order: str | None = None,
-        workers: int = 1,
+        workers: int = 1, streams: int = 1,
     ) -> list[list[Detection]]:
         """Detect text in several images; one list of detections per image, in order.
 
@@ -249,11 +249,11 @@ class Detector:
         >>> Detector().detect_batch(p for p in ["a.jpg", "b.jpg"])  # doctest: +SKIP
         [[Detection(...), ...], [...]]
         """
-        return list(self.stream(images, batch_size, channel_order, workers))
+        return list(self.stream(images, batch_size, channel_order, workers, streams))
 
     def stream(
         self, images: Iterable[ImageLike], batch_size: int = 8, channel_order: str | None = None,
-        workers: int = 1,
+        workers: int = 1, streams: int = 1,
     ) -> Iterator[list[Detection]]:
         """Yield one list of detections per image, in input order, as they are ready.
 
@@ -268,6 +268,9 @@ class Detector:
             batch_size: images per forward pass (>= 1).
             channel_order: as in :meth:`__call__`.
             workers: pre-processing threads (>= 0).
+            streams: forward passes run at once (>= 1); on a CPU, two
+                passes of ``num_threads=cores // 2`` beat one of all cores
+                (see :mod:`dbdetect.pipeline`).
 
         Returns:
             An iterator of ``list[Detection]``.
@@ -277,7 +280,7 @@ class Detector:
         """
         from .pipeline import detect_stream
 
-        for res in detect_stream(self, images, batch_size, workers, channel_order):
+        for res in detect_stream(self, images, batch_size, workers, channel_order, streams):
             if res.error is not None:
                 raise res.error
             yield res.detections

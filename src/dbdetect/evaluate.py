@@ -293,7 +293,8 @@ def run(args) -> int:
            "seconds": round(elapsed, 2),
            "settings": kw, **res}
     print(f"precision {res['precision']:.4f}  recall {res['recall']:.4f}  hmean {res['hmean']:.4f}  "
-          f"({res['matched']} matched / {res['num_gt_care']} gt / {res['num_det_care']} det, {len(samples)} images)")
+          f"({res['matched']} matched / {res['num_gt_care']} gt / {res['num_det_care']} det, {len(samples)} images, "
+          f"{1000 * elapsed / max(1, len(samples)):.0f} ms/image)")
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,16 @@ A folder of 100,000 images must not be decoded into memory first, and the
 model should not wait for JPEG decoding. :func:`prefetch` runs a function over
 an iterable in a small thread pool, at most ``depth`` items ahead of the
 consumer; :func:`detect_stream` uses it to decode, resize and normalise images
-(OpenCV releases the GIL for all three) while the main thread runs the network
-on the previous batch. Memory is bounded by the window of prepared inputs,
-never by the length of the input.
+(OpenCV releases the GIL for all three) while the network runs on the previous
+batch. Memory is bounded by the window of prepared inputs, never by the length
+of the input.
+
+``streams=2`` runs two forward passes at once, each in its own thread (torch
+and onnxruntime release the GIL). On a small CPU two single-thread passes get
+more done than one two-thread pass: measured on 16 ICDAR 2015 images on this
+project's 2-core machines, 163 ms/image against 218 ms (1.34x). A thread
+count does not change the network's output (checked bit for bit), so the
+results are those of the single-image call either way.
 
 >>> from dbdetect import Detector
 >>> from dbdetect.pipeline import detect_stream
@@ -15,6 +22,8 @@ never by the length of the input.
 """
 from __future__ import annotations
 
+import ctypes
+import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +31,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["Result", "prefetch", "detect_stream"]
+__all__ = ["Result", "prefetch", "detect_stream", "single_malloc_arena"]
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
 
 @dataclass
@@ -38,6 +49,24 @@ class Result:
     shape: tuple[int, int] | None = None
     detections: list | None = None
     error: BaseException | None = None
+
+
+def single_malloc_arena() -> bool:
+    """Ask glibc's malloc to serve all threads from one arena; ``False`` where that is not glibc.
+
+    Call it before the stream threads start, in a process you own (``dbdetect
+    detect`` does). Each thread that runs a forward pass otherwise gets an
+    arena of its own, and memory freed in one is not reused by the other:
+    measured on 12 ICDAR 2015 images with 2 streams, peak memory over the
+    loaded model +392 MB with the default arenas and +331 MB with one (one
+    stream: +167 MB); speed stayed within this machine's noise.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
 
 
 def _guarded(fn: Callable, item):
@@ -89,14 +118,14 @@ def prefetch(items: Iterable, fn: Callable, workers: int = 1, depth: int = 4) ->
 
 
 def detect_stream(det, images: Iterable, batch_size: int = 1, workers: int = 1,
-                  channel_order: str | None = None) -> Iterator[Result]:
+                  channel_order: str | None = None, streams: int = 1) -> Iterator[Result]:
     """Detect text in a stream of images; one :class:`Result` per input, in order.
 
     Prepared inputs are grouped by network shape inside a window of
     ``4 * batch_size`` images (no padding, so each result equals the
-    single-image call). At most that window plus ``2 * workers + 1`` prepared
-    images are held at once. A bad image gives a ``Result`` with ``error``
-    set and the stream goes on.
+    single-image call). At most ``streams + 1`` windows plus ``2 * workers +
+    streams`` prepared images are held at once. A bad image gives a ``Result``
+    with ``error`` set and the stream goes on.
 
     Args:
         det: a :class:`dbdetect.Detector`.
@@ -104,25 +133,45 @@ def detect_stream(det, images: Iterable, batch_size: int = 1, workers: int = 1,
         batch_size: images per forward pass (>= 1).
         workers: threads that decode and pre-process; 0 does it inline.
         channel_order: as in :meth:`Detector.__call__`.
+        streams: forward passes run at once, each in its own thread (>= 1).
+            Give each its share of the cores: ``Detector(num_threads=cores // streams)``.
 
     Returns:
         An iterator of :class:`Result`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if streams < 1:
+        raise ValueError(f"streams must be >= 1, got {streams}")
 
     def prepare(indexed):
         img = det._load(indexed[1], channel_order)
         return img.shape[:2], det._prepare(img)
 
-    window_size = 4 * batch_size if batch_size > 1 else 1
+    def run(window):
+        return list(_run_window(det, window, batch_size))
+
+    prepared = prefetch(enumerate(images), prepare, workers, depth=2 * workers + streams)
+    windows = _windows(prepared, 4 * batch_size if batch_size > 1 else 1)
+    for _, results, err in prefetch(windows, run, streams if streams > 1 else 0, depth=streams):
+        if err is not None:
+            raise err  # a model failure (NaN output), not a bad image: stop as the single call would
+        yield from results
+
+
+def _windows(prepared: Iterator, size: int) -> Iterator[list]:
+    """Group prefetched ``(item, value, error)`` triples into lists of ``size`` entries.
+
+    An entry is a failed :class:`Result`, or a ``(Result, network input)`` pair.
+    """
     window: list = []
-    for (i, src), value, err in prefetch(enumerate(images), prepare, workers, depth=2 * workers + 1):
+    for (i, src), value, err in prepared:
         window.append(Result(i, src, error=err) if err else (Result(i, src, shape=value[0]), value[1]))
-        if len(window) >= window_size:
-            yield from _run_window(det, window, batch_size)
+        if len(window) >= size:
+            yield window
             window = []
-    yield from _run_window(det, window, batch_size)
+    if window:
+        yield window
 
 
 def _run_window(det, window: list, batch_size: int) -> Iterator[Result]:

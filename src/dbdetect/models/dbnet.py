@@ -34,9 +34,11 @@ _PPOCR_CFG = dict(
     thresh=0.3, box_thresh=0.5, unclip_ratio=1.6, use_dilation=True, score_mode="fast",
     max_candidates=1000,
 )
-# Tuned for ppocrv4_ic15 on 100 held-out ICDAR 2015 training images (img_901..img_1000):
-# word-level boxes on small, blurred text want a larger input and a stricter box score.
-_PPOCR_IC15_CFG = dict(_PPOCR_CFG, limit_side_len=1440, thresh=0.3, box_thresh=0.7, unclip_ratio=1.3)
+# Tuned for ppocrv4_ic15 with `dbdetect tune` on 100 held-out ICDAR 2015 training images
+# (img_901..img_1000): word-level boxes on small, blurred text want a larger input and a
+# stricter box score.
+_PPOCR_IC15_CFG = dict(_PPOCR_CFG, limit_side_len=1280, thresh=0.2, box_thresh=0.7, unclip_ratio=1.5,
+                       use_dilation=True)
 # Tuned for ppocrv4_td500 with `dbdetect tune` on 30 held-out MSRA-TD500 training images
 # (every 10th by name): the same as PP-OCR's but a lower binarisation threshold.
 _PPOCR_TD500_CFG = dict(_PPOCR_CFG, thresh=0.2, box_thresh=0.5, unclip_ratio=1.6, use_dilation=True)
