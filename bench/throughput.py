@@ -19,13 +19,15 @@ load hits them alike:
 - pipe-1t:   the pipeline with 1 torch thread and no worker thread: one Ray actor's work, in-process
 
 Then Ray Data (``dbdetect.distributed.detect_dataset``) with 1 and 2 actors of
-1 CPU / 1 torch thread, in one Ray instance: an untimed warm-up run (Ray's first
-run also starts its worker processes and imports torch in them), then one run on
-10 images per actor and one on the whole set (``--ray-limit``); their difference
-in wall time over the difference in images is the steady-state rate (actor
-start-up and model loading cancel). Ray's overhead per image is taken against
-the in-process run doing the same work on the same images just before: pipe-1t
-for 1 actor, the pipeline (2 streams of 1 thread) for 2 actors.
+1 CPU / 1 torch thread, in one Ray instance per actor count: an untimed warm-up
+run (Ray's first run also starts its worker processes and imports torch in
+them), then ``--ray-rounds`` rounds on disjoint parts of the first
+``--ray-limit`` images. A round runs the in-process twin on its part (pipe-1t
+for 1 actor, the pipeline of 2 streams x 1 thread for 2 actors; Ray idle), then
+Ray on 10 images per actor and on the whole part: the difference of the two
+Ray runs over the difference in images is the steady-state rate (actor start-up
+and model loading cancel). Ray's overhead is the median over rounds of how much
+slower Ray ran than its twin just before it.
 """
 from __future__ import annotations
 
@@ -119,27 +121,43 @@ def _ray_run(ray, paths: list[str], actors: int, batch_size: int) -> float:
     return time.perf_counter() - t0
 
 
-def _measure_ray(actors: int, paths: list[str], batch_size: int) -> dict:
-    """Wall time of a small and a full run; their difference is the steady state (actor start-up cancels)."""
+def _measure_ray(actors: int, paths: list[str], args) -> dict:
+    """Ray Data against its in-process twin, in ``--ray-rounds`` rounds on disjoint parts of ``paths``.
+
+    Each round runs the twin (a subprocess, Ray idle), then Ray on 10 images per
+    actor and on the whole part: the difference of the two Ray runs is the steady
+    state (actor start-up cancels). Neighbours in time are compared, round by
+    round, because this machine's speed drifts by tens of percent within minutes.
+    """
     import ray
 
+    twin = "pipe-1t" if actors == 1 else "pipeline"
+    k = 10 * actors
     ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    rounds = []
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
-        k = 10 * actors
-        _ray_run(ray, paths[:k], actors, batch_size)  # warm-up: worker processes, imports
-        t_small = _ray_run(ray, paths[:k], actors, batch_size)
-        t_full = _ray_run(ray, paths, actors, batch_size)
+        _ray_run(ray, paths[:k], actors, args.batch_size)  # warm-up: worker processes, imports
+        size = len(paths) // args.ray_rounds
+        for r in range(args.ray_rounds):
+            part = paths[r * size : (r + 1) * size]
+            ref = _spawn(twin, part, args)
+            t_small = _ray_run(ray, part[:k], actors, args.batch_size)
+            t_full = _ray_run(ray, part, actors, args.batch_size)
+            rounds.append({"ray_ips": (len(part) - k) / (t_full - t_small), "twin_ips": ref["images"] / ref["seconds"],
+                           "startup_s": t_small})
     finally:
         ray.shutdown()
-    return {"variant": f"ray-{actors}", "images": len(paths) - k, "seconds": t_full - t_small,
-            "startup_s": t_small, "max_rss_mb": float("nan")}
+    n = (len(paths) // args.ray_rounds - k) * args.ray_rounds
+    seconds = sum((len(paths) // args.ray_rounds - k) / r["ray_ips"] for r in rounds)
+    return {"variant": f"ray-{actors}", "images": n, "seconds": seconds, "twin": twin, "rounds": rounds,
+            "max_rss_mb": float("nan")}
 
 
 def _child(args) -> None:
     paths = Path(args.paths_file).read_text().split("\n")
     if args.variant.startswith("ray-"):
-        res = _measure_ray(int(args.variant[4:]), paths, args.batch_size)
+        res = _measure_ray(int(args.variant[4:]), paths, args)
     else:
         res = _measure(args.variant, paths, args.workers, args.batch_size)
     print("RESULT " + json.dumps(res))
@@ -149,13 +167,26 @@ def _spawn(variant: str, paths: list[str], args) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write("\n".join(paths))
     cmd = [sys.executable, __file__, "--child", variant, "--paths-file", f.name, "--workers", str(args.workers),
-           "--batch-size", str(args.batch_size)]
+           "--batch-size", str(args.batch_size), "--ray-rounds", str(args.ray_rounds)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     Path(f.name).unlink()
     lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
     if r.returncode or not lines:
         raise RuntimeError(f"{variant} failed:\n{r.stderr[-3000:]}")
     return json.loads(lines[-1][7:])
+
+
+def _print_local(totals: dict, ratios: list, args, n: int) -> None:
+    ips = {v: t["images"] / t["seconds"] for v, t in totals.items()}
+    print(f"\n{n} images, {args.chunk} per turn, pipeline workers={args.workers}, batch={args.batch_size}")
+    print(f"{'variant':10s} {'img/s':>7s} {'ms/img':>7s} {'vs bound':>8s} {'max RSS MB':>10s}")
+    for v, t in totals.items():
+        rss = "-" if t["max_rss_mb"] != t["max_rss_mb"] else f"{t['max_rss_mb']:.0f}"
+        print(f"{v:10s} {ips[v]:7.2f} {1000 / ips[v]:7.1f} {ips[v] / ips['bound']:8.3f} {rss:>10s}")
+    print(f"pipeline / bound: {ips['pipeline'] / ips['bound']:.3f} (median of chunks {statistics.median(ratios):.3f}); "
+          f"pipeline / loop: {ips['pipeline'] / ips['loop']:.3f}; pipeline / bound-2s: "
+          f"{ips['pipeline'] / ips['bound-2s']:.3f}; pipe-1s / bound: {ips['pipe-1s'] / ips['bound']:.3f}; "
+          f"RSS pipeline - loop: {totals['pipeline']['max_rss_mb'] - totals['loop']['max_rss_mb']:+.0f} MB")
 
 
 def main() -> None:
@@ -166,7 +197,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="pipeline pre-processing threads")
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--no-ray", action="store_true")
+    ap.add_argument("--no-local", action="store_true", help="only the Ray runs and their in-process twins")
     ap.add_argument("--ray-limit", type=int, help="images for the Ray runs (default: all)")
+    ap.add_argument("--ray-rounds", type=int, default=3, help="Ray vs in-process rounds, on disjoint images")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--paths-file", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -178,7 +211,7 @@ def main() -> None:
     paths = paths[: args.limit] if args.limit else paths
     totals = {v: {"images": 0, "seconds": 0.0, "max_rss_mb": 0.0} for v in LOCAL}
     ratios = []  # pipeline / bound per chunk
-    for start in range(0, len(paths), args.chunk):
+    for start in range(0, 0 if args.no_local else len(paths), args.chunk):
         chunk = paths[start : start + args.chunk]
         got = {v: _spawn(v, chunk, args) for v in LOCAL}
         for v, r in got.items():
@@ -189,30 +222,23 @@ def main() -> None:
         ratios.append(got["bound"]["seconds"] / got["pipeline"]["seconds"])
         print(f"chunk {start // args.chunk}: " + ", ".join(f"{v} {got[v]['images'] / got[v]['seconds']:.2f} img/s"
                                                           for v in LOCAL), flush=True)
-    ray_ref = {}
     if not args.no_ray:
         ray_paths = paths[: args.ray_limit or len(paths)]
         for actors in (1, 2):
-            # the in-process twin right before each Ray run: the overhead compares neighbours in time
-            ray_ref[actors] = _spawn("pipe-1t" if actors == 1 else "pipeline", ray_paths, args)
             totals[f"ray-{actors}"] = _spawn(f"ray-{actors}", ray_paths, args)
-    ips = {v: t["images"] / t["seconds"] for v, t in totals.items()}
-    print(f"\n{len(paths)} images, {args.chunk} per turn, pipeline workers={args.workers}, batch={args.batch_size}")
-    print(f"{'variant':10s} {'img/s':>7s} {'ms/img':>7s} {'vs bound':>8s} {'max RSS MB':>10s}")
-    for v, t in totals.items():
-        rss = "-" if t["max_rss_mb"] != t["max_rss_mb"] else f"{t['max_rss_mb']:.0f}"
-        print(f"{v:10s} {ips[v]:7.2f} {1000 / ips[v]:7.1f} {ips[v] / ips['bound']:8.3f} {rss:>10s}")
-    print(f"pipeline / bound: {ips['pipeline'] / ips['bound']:.3f} (median of chunks {statistics.median(ratios):.3f}); "
-          f"pipeline / loop: {ips['pipeline'] / ips['loop']:.3f}; pipeline / bound-2s: "
-          f"{ips['pipeline'] / ips['bound-2s']:.3f}; pipe-1s / bound: {ips['pipe-1s'] / ips['bound']:.3f}; "
-          f"RSS pipeline - loop: {totals['pipeline']['max_rss_mb'] - totals['loop']['max_rss_mb']:+.0f} MB")
-    for actors, ref_run in ray_ref.items():
-        ref = ref_run["images"] / ref_run["seconds"]
-        r = ips[f"ray-{actors}"]
-        twin = "pipe-1t" if actors == 1 else "pipeline (2 streams x 1 thread)"
-        print(f"ray-{actors}: {r:.2f} img/s vs {ref:.2f} in-process ({twin}, run just before): "
-              f"overhead {(1 / r - 1 / ref) * 1000:+.1f} ms/img ({(ref / r - 1) * 100:+.1f}%); "
-              f"run on {10 * actors} images incl. start-up {totals[f'ray-{actors}']['startup_s']:.1f} s")
+    if args.no_local:
+        totals = {v: t for v, t in totals.items() if v not in LOCAL}
+    else:
+        _print_local(totals, ratios, args, len(paths))
+    for actors in (1, 2):
+        res = totals.get(f"ray-{actors}")
+        if res is None:
+            continue
+        over = [100 * (r["twin_ips"] / r["ray_ips"] - 1) for r in res["rounds"]]
+        print(f"ray-{actors} vs in-process {res['twin']}, {len(over)} rounds: "
+              + ", ".join(f"{r['ray_ips']:.2f} vs {r['twin_ips']:.2f} img/s ({o:+.1f}%)" for r, o in zip(res["rounds"], over))
+              + f"; Ray's overhead per image, median {statistics.median(over):+.1f}% "
+              f"(start-up of a {10 * actors}-image run {statistics.median(r['startup_s'] for r in res['rounds']):.1f} s)")
 
 
 if __name__ == "__main__":
