@@ -10,8 +10,9 @@ of the input.
 
 ``streams=2`` runs two forward passes at once, each in its own thread (torch
 and onnxruntime release the GIL). On a small CPU two single-thread passes get
-more done than one two-thread pass: measured on 16 ICDAR 2015 images on this
-project's 2-core machines, 163 ms/image against 218 ms (1.34x). A thread
+more done than one two-thread pass: on this project's 2-core machines, over
+the 500 ICDAR 2015 test images, 1.22x the images per second
+(``bench/throughput.py``, bound-2s against bound). A thread
 count does not change the network's output (checked bit for bit), so the
 results are those of the single-image call either way.
 
