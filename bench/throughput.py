@@ -148,10 +148,9 @@ def _measure_ray(actors: int, paths: list[str], args) -> dict:
                            "startup_s": t_small})
     finally:
         ray.shutdown()
-    n = (len(paths) // args.ray_rounds - k) * args.ray_rounds
-    seconds = sum((len(paths) // args.ray_rounds - k) / r["ray_ips"] for r in rounds)
-    return {"variant": f"ray-{actors}", "images": n, "seconds": seconds, "twin": twin, "rounds": rounds,
-            "max_rss_mb": float("nan")}
+    steady = len(paths) // args.ray_rounds - k  # images per round in the steady state
+    return {"variant": f"ray-{actors}", "images": steady * len(rounds), "twin": twin, "rounds": rounds,
+            "seconds": sum(steady / r["ray_ips"] for r in rounds), "max_rss_mb": float("nan")}
 
 
 def _child(args) -> None:
