@@ -52,9 +52,11 @@ class _ScalarAffine(nn.Module):
 
 def traceable(net: nn.Module) -> nn.Module:
     """A copy of ``net`` whose learnable affine blocks FX can trace (no data-dependent branch)."""
+    from dbdetect.models.layers import LearnableAffine
+
     net = copy.deepcopy(net)
     for name, mod in list(net.named_modules()):
-        if type(mod).__name__ == "LearnableAffine":
+        if isinstance(mod, LearnableAffine):
             parent, _, leaf = name.rpartition(".")
             setattr(net.get_submodule(parent), leaf, _ScalarAffine(float(mod.scale), float(mod.bias)))
     return net
@@ -140,10 +142,9 @@ def main(argv=None):
             times[name].append(time.perf_counter() - t0)
     print(f"\n{len(held_out)} held-out ICDAR 2015 training images, {args.model}, {det.limit_type} side "
           f"{det.limit_side_len}, {args.threads} threads, {len(calib)} calibration images")
-    base_t, base_h = np.mean(times["torch fp32"]), None
-    for name in names:
-        r = evaluate_detections(held_out, dets[name])
-        base_h = r["hmean"] if base_h is None else base_h
+    scores = {name: evaluate_detections(held_out, dets[name]) for name in names}
+    base_t, base_h = np.mean(times["torch fp32"]), scores["torch fp32"]["hmean"]
+    for name, r in scores.items():
         print(f"{name:<24}{1000 * np.mean(times[name]):>8.1f} ms {np.mean(times[name]) / base_t:>6.3f}x  "
               f"P {100 * r['precision']:.2f} R {100 * r['recall']:.2f} H {100 * r['hmean']:.2f}  "
               f"dH {100 * (r['hmean'] - base_h):+.2f}")
