@@ -50,15 +50,34 @@ class _ScalarAffine(nn.Module):
         return x * self.scale + self.bias
 
 
+class _ResidualSE(nn.Module):
+    """RSE-FPN's gate as ``x + x * s``.
+
+    The eager module computes ``x * (s + 1)``; FX gives ``s + 1`` the fixed
+    [0, 1) range of the hard-sigmoid before it, so int8 saturated it at 1 and
+    dropped every residual gate of the neck.
+    """
+
+    def __init__(self, se: nn.Module):
+        super().__init__()
+        self.conv1, self.relu, self.conv2, self.gate = se.conv1, se.relu, se.conv2, se.gate
+
+    def forward(self, x):
+        s = self.gate(self.conv2(self.relu(self.conv1(torch.nn.functional.adaptive_avg_pool2d(x, 1)))))
+        return x + x * s
+
+
 def traceable(net: nn.Module) -> nn.Module:
-    """A copy of ``net`` whose learnable affine blocks FX can trace (no data-dependent branch)."""
-    from dbdetect.models.layers import LearnableAffine
+    """A copy of ``net`` that FX can trace and quantise faithfully."""
+    from dbdetect.models.layers import LearnableAffine, SEModule
 
     net = copy.deepcopy(net)
     for name, mod in list(net.named_modules()):
-        if isinstance(mod, LearnableAffine):
-            parent, _, leaf = name.rpartition(".")
+        parent, _, leaf = name.rpartition(".")
+        if isinstance(mod, LearnableAffine):  # no data-dependent branch
             setattr(net.get_submodule(parent), leaf, _ScalarAffine(float(mod.scale), float(mod.bias)))
+        elif isinstance(mod, SEModule) and mod.residual:
+            setattr(net.get_submodule(parent), leaf, _ResidualSE(mod))
     return net
 
 
