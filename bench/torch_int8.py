@@ -60,11 +60,10 @@ class _ResidualSE(nn.Module):
 
     def __init__(self, se: nn.Module):
         super().__init__()
-        self.conv1, self.relu, self.conv2, self.gate = se.conv1, se.relu, se.conv2, se.gate
+        self.se = se
 
     def forward(self, x):
-        s = self.gate(self.conv2(self.relu(self.conv1(torch.nn.functional.adaptive_avg_pool2d(x, 1)))))
-        return x + x * s
+        return x + x * self.se.squeeze(x)
 
 
 def traceable(net: nn.Module) -> nn.Module:

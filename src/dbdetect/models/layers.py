@@ -138,9 +138,12 @@ class SEModule(nn.Module):
         self.gate = make_act(gate, inplace=True)
         self.residual = residual
 
+    def squeeze(self, x: torch.Tensor) -> torch.Tensor:
+        """The (N, C, 1, 1) gate values for ``x``."""
+        return self.gate(self.conv2(self.relu(self.conv1(F.adaptive_avg_pool2d(x, 1)))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = F.adaptive_avg_pool2d(x, 1)
-        s = self.gate(self.conv2(self.relu(self.conv1(s))))
+        s = self.squeeze(x)
         if self.residual:
             # x + x * s == x * (1 + s): one pass over the big tensor instead of two.
             return x * (s + 1.0)
