@@ -94,6 +94,24 @@ def test_train_freeze_resume_and_checkpoint_loading(tiny_set, tmp_path):
     assert y.shape == (1, 1, 64, 64)
 
 
+def test_resume_after_the_starting_checkpoint_is_gone(tiny_set, tmp_path):
+    from dbdetect import models
+
+    # a run started from a checkpoint file (a fine-tuned model with its own cfg)
+    start = tmp_path / "start.pt"
+    m = models.create(MODEL, pretrained=True)
+    cfg = dict(m.cfg, thresh=0.25)
+    torch.save({"arch": MODEL, "model": m.state_dict(), "cfg": cfg}, start)
+    run = tmp_path / "run"
+    common = ["--workers", "0", "--no-progress", "--threads", "2"]
+    assert main(["train", "--train", str(tiny_set), "--model", str(start), "--epochs", "1", "--batch-size", "2",
+                 "--size", "256", "--lr", "1e-3", "--out", str(run), "--stop-after", "1"] + common) == 0
+    start.unlink()  # e.g. resumed on another machine: the run must not need it
+    assert main(["train", "--resume", str(run / "last.pt")] + common) == 0
+    last = _load(run / "last.pt")
+    assert last["step"] == 2 and last["cfg"]["thresh"] == 0.25
+
+
 def test_eval_cli_on_checkpoint(tiny_set, tmp_path):
     pytest.importorskip("dbdetect.detector")
     out = tmp_path / "res.json"

@@ -497,7 +497,14 @@ class _Session:
         from . import models
 
         hp = self.hp
-        model = models.create(hp["model"], pretrained=hp["pretrained"])
+        if ckpt:
+            # The resumed checkpoint carries its own architecture and cfg: the run
+            # must go on where the starting model's file no longer exists.
+            kw = dict((ckpt.get("cfg") or {}).get("arch_kwargs") or {})
+            model = models.create(ckpt["arch"], pretrained=False, **kw)
+            model.cfg.update(ckpt.get("cfg") or {})
+        else:
+            model = models.create(hp["model"], pretrained=hp["pretrained"])
         if hp["bn"] == "auto":
             # Batch statistics of small, padded training crops are far from the
             # pretrained running statistics (PP-OCRv4 on ICDAR 2015: balanced BCE
