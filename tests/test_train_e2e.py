@@ -105,11 +105,15 @@ def test_resume_after_the_starting_checkpoint_is_gone(tiny_set, tmp_path):
     run = tmp_path / "run"
     common = ["--workers", "0", "--no-progress", "--threads", "2"]
     assert main(["train", "--train", str(tiny_set), "--model", str(start), "--epochs", "1", "--batch-size", "2",
-                 "--size", "256", "--lr", "1e-3", "--out", str(run), "--stop-after", "1"] + common) == 0
+                 "--size", "256", "--lr", "1e-3", "--out", str(run), "--stop-after", "1",
+                 "--val", str(tiny_set), "--val-limit", "1", "--val-limit-side-len", "256"] + common) == 0
     start.unlink()  # e.g. resumed on another machine: the run must not need it
-    assert main(["train", "--resume", str(run / "last.pt")] + common) == 0
+    assert main(["train", "--resume", str(run / "last.pt"), "--val-limit", "1"] + common) == 0
     last = _load(run / "last.pt")
     assert last["step"] == 2 and last["cfg"]["thresh"] == 0.25
+    # validation keeps the run's setting, so every epoch's H-mean is measured alike
+    assert last["train_state"]["val_limit_side_len"] == 256
+    assert json.loads((run / "args.json").read_text())["val_limit_side_len"] == 256
 
 
 def test_eval_cli_on_checkpoint(tiny_set, tmp_path):

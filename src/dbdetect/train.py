@@ -396,9 +396,14 @@ def _resolve_data(args, ckpt) -> dict:
 
     val_format = args.val_format or one(args.format) or ts.get("val_format") or saved_hp.get("format") or "auto"
     val_root = args.val_root or one(args.root) or ts.get("val_root", saved_hp.get("root"))
+    # Validation settings stay those of the run unless given again, so that every
+    # epoch's H-mean (and the best.pt choice) is measured the same way.
+    val_settings = {k: getattr(args, k) if getattr(args, k) is not None else ts.get(k)
+                    for k in ("val_limit_side_len", "val_limit_type", "val_box_thresh")}
     # absolute, so --resume works from any working directory
     return {"train_sets": sets, "val": str(Path(val).resolve()) if val else None,
-            "val_format": val_format, "val_root": str(Path(val_root).resolve()) if val_root else None}
+            "val_format": val_format, "val_root": str(Path(val_root).resolve()) if val_root else None,
+            **val_settings}
 
 
 def _check_recipe(hp: dict) -> None:
@@ -592,7 +597,8 @@ class _Session:
     def _data_state(self) -> dict:
         sets = self.data["train_sets"]
         return {"train": sets[0].path, "train_sets": [s.to_dict() for s in sets], "val": self.data["val"],
-                "val_format": self.data["val_format"], "val_root": self.data["val_root"]}
+                "val_format": self.data["val_format"], "val_root": self.data["val_root"],
+                **{k: self.data[k] for k in ("val_limit_side_len", "val_limit_type", "val_box_thresh")}}
 
     # ---- small shared pieces
     def base_model(self):
@@ -723,8 +729,9 @@ class _Session:
         m.eval()
         args = self.args
         try:
-            res = evaluate_model(m, self.val_samples, args.val_limit_side_len, args.val_limit_type,
-                                 args.val_box_thresh, device=self.device, progress=not args.no_progress)
+            d = self.data
+            res = evaluate_model(m, self.val_samples, d["val_limit_side_len"], d["val_limit_type"],
+                                 d["val_box_thresh"], device=self.device, progress=not args.no_progress)
         finally:
             m.train(was_training)
         return {k: res[k] for k in ("precision", "recall", "hmean")}
