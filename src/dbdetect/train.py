@@ -370,6 +370,10 @@ def _open_checkpoint(args):
     return None, out
 
 
+# Validation options a resumed run keeps unless they are given again.
+_VAL_SETTINGS = ("val_limit_side_len", "val_limit_type", "val_box_thresh")
+
+
 def _resolve_data(args, ckpt) -> dict:
     """Training sets and validation set, from the command line or the checkpoint being resumed."""
     from .data.mixing import TrainSet, parse_train_sets
@@ -398,8 +402,7 @@ def _resolve_data(args, ckpt) -> dict:
     val_root = args.val_root or one(args.root) or ts.get("val_root", saved_hp.get("root"))
     # Validation settings stay those of the run unless given again, so that every
     # epoch's H-mean (and the best.pt choice) is measured the same way.
-    val_settings = {k: getattr(args, k) if getattr(args, k) is not None else ts.get(k)
-                    for k in ("val_limit_side_len", "val_limit_type", "val_box_thresh")}
+    val_settings = {k: getattr(args, k) if getattr(args, k) is not None else ts.get(k) for k in _VAL_SETTINGS}
     # absolute, so --resume works from any working directory
     return {"train_sets": sets, "val": str(Path(val).resolve()) if val else None,
             "val_format": val_format, "val_root": str(Path(val_root).resolve()) if val_root else None,
@@ -502,14 +505,9 @@ class _Session:
         from . import models
 
         hp = self.hp
-        if ckpt:
-            # The resumed checkpoint carries its own architecture and cfg: the run
-            # must go on where the starting model's file no longer exists.
-            kw = dict((ckpt.get("cfg") or {}).get("arch_kwargs") or {})
-            model = models.create(ckpt["arch"], pretrained=False, **kw)
-            model.cfg.update(ckpt.get("cfg") or {})
-        else:
-            model = models.create(hp["model"], pretrained=hp["pretrained"])
+        # A resumed checkpoint carries its own architecture, weights and cfg: the run
+        # must go on where the starting model's file no longer exists.
+        model = models.from_checkpoint(ckpt) if ckpt else models.create(hp["model"], pretrained=hp["pretrained"])
         if hp["bn"] == "auto":
             # Batch statistics of small, padded training crops are far from the
             # pretrained running statistics (PP-OCRv4 on ICDAR 2015: balanced BCE
@@ -519,8 +517,6 @@ class _Session:
             hp["bn"] = "frozen" if from_weights else "train"
         self.cfg = dict(model.cfg)
         self.arch = ckpt["arch"] if ckpt else self.cfg["arch"]  # registry name; a checkpoint start keeps its own
-        if ckpt:
-            model.load_state_dict(ckpt["model"])
         self.model = model.to(self.device)
 
     def _build_optimizer(self):
@@ -598,7 +594,7 @@ class _Session:
         sets = self.data["train_sets"]
         return {"train": sets[0].path, "train_sets": [s.to_dict() for s in sets], "val": self.data["val"],
                 "val_format": self.data["val_format"], "val_root": self.data["val_root"],
-                **{k: self.data[k] for k in ("val_limit_side_len", "val_limit_type", "val_box_thresh")}}
+                **{k: self.data[k] for k in _VAL_SETTINGS}}
 
     # ---- small shared pieces
     def base_model(self):

@@ -56,6 +56,11 @@ def _load_checkpoint(path: Path, **kw) -> nn.Module:
         raise ValueError(f"{path} is not a dbdetect checkpoint (torch.load failed: {type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(ckpt, dict) or not {"arch", "model"} <= set(ckpt):
         raise ValueError(f"{path} is not a dbdetect checkpoint (expected a dict with 'arch' and 'model')")
+    return from_checkpoint(ckpt, **kw)
+
+
+def from_checkpoint(ckpt: dict, **kw) -> nn.Module:
+    """The model a loaded checkpoint dict describes: its architecture, weights and cfg."""
     cfg = dict(ckpt.get("cfg") or {})
     arch_kwargs = dict(cfg.get("arch_kwargs") or {}, **kw)
     model = get_entry(ckpt["arch"])(pretrained=False, **arch_kwargs)
