@@ -20,6 +20,7 @@ import torch
 
 from . import postprocess
 from .imageio import ImageLike, load_image
+from .memory import keep_freed_memory
 from .preprocess import prepare
 
 __all__ = ["Detection", "Detector", "detect", "to_json"]
@@ -152,6 +153,8 @@ class Detector:
         else:
             net = models.create(model, pretrained=True)
         self.device = _check_device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
         self.cfg = dict(net.cfg)

@@ -23,8 +23,6 @@ results are those of the single-image call either way.
 """
 from __future__ import annotations
 
-import ctypes
-import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,9 +30,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["Result", "prefetch", "detect_stream", "single_malloc_arena"]
+from .memory import single_malloc_arena
 
-_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+__all__ = ["Result", "prefetch", "detect_stream", "single_malloc_arena"]
 
 
 @dataclass
@@ -50,24 +48,6 @@ class Result:
     shape: tuple[int, int] | None = None
     detections: list | None = None
     error: BaseException | None = None
-
-
-def single_malloc_arena() -> bool:
-    """Ask glibc's malloc to serve all threads from one arena; ``False`` where that is not glibc.
-
-    Call it before the stream threads start, in a process you own (``dbdetect
-    detect`` does). Each thread that runs a forward pass otherwise gets an
-    arena of its own, and memory freed in one is not reused by the other:
-    measured on 12 ICDAR 2015 images with 2 streams, peak memory over the
-    loaded model +392 MB with the default arenas and +331 MB with one (one
-    stream: +167 MB); speed stayed within this machine's noise.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1))
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
 
 
 def _guarded(fn: Callable, item):

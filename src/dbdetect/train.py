@@ -518,6 +518,10 @@ class _Session:
         self.cfg = dict(model.cfg)
         self.arch = ckpt["arch"] if ckpt else self.cfg["arch"]  # registry name; a checkpoint start keeps its own
         self.model = model.to(self.device)
+        if self.device.type == "cpu":
+            from .memory import keep_freed_memory
+
+            keep_freed_memory()
 
     def _build_optimizer(self):
         import torch
