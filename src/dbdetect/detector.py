@@ -128,6 +128,8 @@ class Detector:
     ):
         self.backend = _pick_backend(model, backend)
         self._session = None
+        if _check_device(device).type == "cpu":
+            keep_freed_memory()  # pre-processing's arrays too, not only torch's feature maps
         if self.backend == "onnxruntime":
             from .onnx_backend import open_session
 
@@ -153,8 +155,6 @@ class Detector:
         else:
             net = models.create(model, pretrained=True)
         self.device = _check_device(device)
-        if self.device.type == "cpu":
-            keep_freed_memory()
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
         self.cfg = dict(net.cfg)

@@ -35,7 +35,7 @@ _state: dict = {}
 def keep_freed_memory(mmap_threshold: int = 256 << 20, trim_threshold: int = 1 << 30) -> bool:
     """Raise glibc's mmap and trim thresholds for this process (once).
 
-    Called by :class:`dbdetect.Detector` for CPU torch models and by ``dbdetect
+    Called by :class:`dbdetect.Detector` on the CPU (either backend) and by ``dbdetect
     train``. Does nothing, and returns False, when the C library is not glibc, when
     ``DBDETECT_MALLOC=0``, or when the environment already chooses (any
     ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``, or an ``LD_PRELOAD``
