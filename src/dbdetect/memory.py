@@ -1,16 +1,16 @@
 """glibc malloc settings for torch's CPU tensors: keep freed blocks, share one arena.
 
 :func:`keep_freed_memory` (Detector and ``dbdetect train`` call it). Why: torch's CPU
-tensors come from ``malloc``. glibc serves a block above its mmap threshold (at most 32 MiB, adjusted as the program runs) with a fresh ``mmap`` and unmaps
-it on ``free``, and trims the heap top above 128 KiB. A DBNet forward pass at
-side 1280 makes feature maps of tens of MiB, so each pass page-faults and zero-fills
-them all again. Measured here, ``ppocrv4_ic15`` at its registry side (1280) ran at
-about 800 ms per image with glibc's defaults and 445 ms with the two thresholds below,
-the speed of onnxruntime, whose arena keeps its memory; a training step (batch 8,
-crops 640-960) went from 17.5 to 8.6 s. This is what
-``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` in the environment do (or a
-preloaded jemalloc / tcmalloc, as PyTorch's CPU tuning guide suggests); doing it here
-gives every user the speed without a launcher.
+tensors come from ``malloc``. glibc serves a block above its mmap threshold (at most
+32 MiB, adjusted as the program runs) with a fresh ``mmap`` and unmaps it on ``free``,
+and trims the heap top above 128 KiB. A DBNet forward pass at side 1280 makes feature
+maps of tens of MiB, so each pass page-faults and zero-fills them all again. Measured
+here, ``ppocrv4_ic15`` at its registry side (1280) ran at about 800 ms per image with
+glibc's defaults and 445 ms with the two thresholds below, the speed of onnxruntime,
+whose arena keeps its memory; a training step (batch 8, crops 640-960) went from 17.5
+to 8.6 s. This is what ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` in the
+environment do (or a preloaded jemalloc / tcmalloc, as PyTorch's CPU tuning guide
+suggests); doing it here gives every user the speed without a launcher.
 
 :func:`single_malloc_arena` (``dbdetect detect`` calls it before its stream threads).
 
