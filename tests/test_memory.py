@@ -42,9 +42,9 @@ def _run(setup: str, **env):
 
 
 def _is_glibc():
-    import ctypes
+    from dbdetect.memory import _glibc_mallopt
 
-    return hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
+    return _glibc_mallopt() is not None
 
 
 @pytest.mark.skipif(not _is_glibc(), reason="glibc only")
