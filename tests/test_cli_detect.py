@@ -70,3 +70,16 @@ def test_missing_path_and_empty_folder(tmp_path):
 def test_unknown_model_is_a_clear_error(folder):
     r = _run(folder / "a.jpg", "--model", "nonexistent_model")
     assert r.returncode == 2 and "nonexistent_model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_score_mode_reaches_the_detector(folder):
+    from dbdetect import Detector
+
+    recs = {}
+    for mode in ("fast", "slow"):
+        r = _run(folder / "a.jpg", "--score-mode", mode, "--box-thresh", "0.5", "--threads", "2")
+        assert r.returncode == 0, r.stderr
+        recs[mode] = json.loads(r.stdout.strip().splitlines()[0])["scores"]
+        want = [d.score for d in Detector("ppocrv4", score_mode=mode, box_thresh=0.5)(folder / "a.jpg")]
+        assert recs[mode] == pytest.approx(want, abs=1e-5)  # JSON keeps 5 decimals
+    assert recs["fast"] != recs["slow"]

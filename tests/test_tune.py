@@ -29,16 +29,18 @@ def test_grid_rows_equal_direct_evaluation(val_set):
     samples = load_samples(val_set)
     net = models.create(MODEL)
     grid = Grid(limit_side_len=(320, 480), thresh=(0.3,), box_thresh=(0.3, 0.7), unclip_ratio=(1.5,),
-                use_dilation=(True, False))
+                use_dilation=(True, False), score_mode=("fast", "slow"))
     rows = tune(net, samples, grid, progress=False)
-    assert len(rows) == len(grid) == 8
+    assert len(rows) == len(grid) == 16
     assert [r["hmean"] for r in rows] == sorted((r["hmean"] for r in rows), reverse=True)
-    assert len({(r["limit_side_len"], r["box_thresh"], r["use_dilation"]) for r in rows}) == 8
+    assert len({(r["limit_side_len"], r["box_thresh"], r["use_dilation"], r["score_mode"]) for r in rows}) == 16
     # the settings matter on these images, so equal counts below are not a coincidence
     assert len({r["num_det_care"] for r in rows}) > 1
-    for r in (rows[0], rows[-1], next(r for r in rows if r["limit_side_len"] == 480 and not r["use_dilation"])):
+    slow = next(r for r in rows if r["limit_side_len"] == 480 and r["score_mode"] == "slow")
+    for r in (rows[0], rows[-1], next(r for r in rows if r["limit_side_len"] == 480 and not r["use_dilation"]), slow):
         ref = evaluate_model(net, samples, limit_side_len=r["limit_side_len"], box_thresh=r["box_thresh"],
-                             thresh=r["thresh"], unclip_ratio=r["unclip_ratio"], use_dilation=r["use_dilation"])
+                             thresh=r["thresh"], unclip_ratio=r["unclip_ratio"], use_dilation=r["use_dilation"],
+                             score_mode=r["score_mode"])
         for k in ("matched", "num_gt_care", "num_det_care", "hmean", "precision", "recall"):
             assert r[k] == ref[k], (k, r)
 
@@ -52,6 +54,8 @@ def test_grid_rejects_bad_values():
         Grid(thresh=())
     with pytest.raises(ValueError, match="use_dilation"):
         Grid(use_dilation=("on",))
+    with pytest.raises(ValueError, match="score_mode"):
+        Grid(score_mode=("polygon",))
 
 
 def test_write_back_reaches_detector_and_drops_training_state(tmp_path):
@@ -60,15 +64,15 @@ def test_write_back_reaches_detector_and_drops_training_state(tmp_path):
     torch.save({"arch": net.cfg["arch"], "model": net.state_dict(), "cfg": dict(net.cfg), "step": 7,
                 "optimizer": {"state": {}}, "train_state": {"hparams": {}}}, src)
     settings = {"limit_side_len": 1056, "limit_type": "max", "thresh": 0.25, "box_thresh": 0.65,
-                "unclip_ratio": 1.35, "use_dilation": False, "hmean": 0.5}
+                "unclip_ratio": 1.35, "use_dilation": False, "score_mode": "slow", "hmean": 0.5}
     out = save_tuned(src, settings, tmp_path / "tuned.pt", info={"hmean": 0.5})
     ck = torch.load(out, map_location="cpu", weights_only=True)
     assert "optimizer" not in ck and "train_state" not in ck and ck["step"] == 7 and ck["tuned"] == {"hmean": 0.5}
     assert "hmean" not in ck["cfg"]
     det = Detector(str(out))
     assert (det.limit_side_len, det.limit_type) == (1056, "max")
-    assert {k: det.post_kwargs[k] for k in ("thresh", "box_thresh", "unclip_ratio", "use_dilation")} == {
-        "thresh": 0.25, "box_thresh": 0.65, "unclip_ratio": 1.35, "use_dilation": False}
+    assert {k: det.post_kwargs[k] for k in ("thresh", "box_thresh", "unclip_ratio", "use_dilation", "score_mode")} == {
+        "thresh": 0.25, "box_thresh": 0.65, "unclip_ratio": 1.35, "use_dilation": False, "score_mode": "slow"}
     # explicit arguments still win over the tuned defaults
     assert Detector(str(out), thresh=0.4).post_kwargs["thresh"] == 0.4
     # the source checkpoint is untouched; an existing output is not replaced without overwrite
@@ -85,12 +89,12 @@ def test_write_back_reaches_detector_and_drops_training_state(tmp_path):
 def test_cli_prints_table_and_writes_best(val_set, tmp_path, capsys):
     out, rows_json = tmp_path / "tuned.pt", tmp_path / "rows.json"
     argv = ["tune", "--data", str(val_set), "--model", MODEL, "--sizes", "320", "--thresh", "0.3",
-            "--box-thresh", "0.3,0.7", "--unclip-ratio", "1.5", "--dilation", "on,off", "--out", str(out),
+            "--box-thresh", "0.3,0.7", "--unclip-ratio", "1.5", "--dilation", "on,off", "--score-mode", "slow", "--out", str(out),
             "--json", str(rows_json), "--limit", "2"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     rows = json.loads(rows_json.read_text())["rows"]
-    assert len(rows) == 4 and rows[0]["hmean"] >= rows[-1]["hmean"]
+    assert len(rows) == 4 and rows[0]["hmean"] >= rows[-1]["hmean"] and {r["score_mode"] for r in rows} == {"slow"}
     best_line = next(ln for ln in text.splitlines() if ln.startswith("*"))
     assert f"{100 * rows[0]['hmean']:.2f}" in best_line
     cfg = torch.load(out, map_location="cpu", weights_only=True)["cfg"]
@@ -101,6 +105,8 @@ def test_cli_prints_table_and_writes_best(val_set, tmp_path, capsys):
     assert "exists" in capsys.readouterr().err and out.stat().st_mtime_ns == before
     with pytest.raises(SystemExit):
         main(["tune", "--data", str(val_set), "--thresh", "0.3,abc"])
+    with pytest.raises(SystemExit):
+        main(["tune", "--data", str(val_set), "--score-mode", "fast,round"])
 
 
 def test_bad_label_line_names_file_and_line(tmp_path, capsys):

@@ -38,6 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--thresh", type=float, help="binarisation threshold (default: the model's)")
     p.add_argument("--box-thresh", type=float, help="minimum box score (default: the model's)")
     p.add_argument("--unclip-ratio", type=float, help="box expansion ratio (default: the model's)")
+    p.add_argument("--score-mode", choices=("fast", "slow"),
+                   help="box score: mean over the bounding rectangle (fast) or the contour (slow) (default: the model's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
                    help="inference backend (default: onnxruntime for a .onnx model, else torch)")
@@ -99,7 +101,7 @@ def _fix_ray_address(args) -> None:
 def _detector_kwargs(args) -> dict:
     return dict(device=args.device, limit_side_len=args.limit_side_len, limit_type=args.limit_type,
                 thresh=args.thresh, box_thresh=args.box_thresh, unclip_ratio=args.unclip_ratio,
-                box_type=args.box_type, backend=args.backend)
+                score_mode=args.score_mode, box_type=args.box_type, backend=args.backend)
 
 
 def _write_vis(args, path: Path, rel: Path, dets, inputs: set, taken: set) -> None:

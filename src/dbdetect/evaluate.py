@@ -206,7 +206,8 @@ def evaluate_detections(gt, dets, names=None, iou_thresh: float = 0.5, area_thre
 # ---------------------------------------------------------------- model side
 
 def evaluate_model(model, samples, limit_side_len=None, limit_type=None, box_thresh=None, device=None,
-                   progress: bool = False, *, thresh=None, unclip_ratio=None, use_dilation=None) -> dict:
+                   progress: bool = False, *, thresh=None, unclip_ratio=None, use_dilation=None,
+                   score_mode=None) -> dict:
     """Score an in-memory ``nn.Module`` on samples (validation during training).
 
     Runs a :class:`dbdetect.Detector` on a copy of the model (the detector
@@ -217,7 +218,7 @@ def evaluate_model(model, samples, limit_side_len=None, limit_type=None, box_thr
         model: a model with a ``cfg`` dict (train or eval mode; left untouched).
         samples: list of :class:`~dbdetect.data.Sample`.
         limit_side_len, limit_type, box_thresh, thresh, unclip_ratio,
-            use_dilation: detector settings; ``None`` takes the model cfg's.
+            use_dilation, score_mode: detector settings; ``None`` takes the model cfg's.
         device: torch device for the forward passes (default: the model's).
         progress: show a tqdm bar.
 
@@ -234,7 +235,7 @@ def evaluate_model(model, samples, limit_side_len=None, limit_type=None, box_thr
         device = next(model.parameters()).device
     kw = {k: v for k, v in (("limit_side_len", limit_side_len), ("limit_type", limit_type),
                             ("box_thresh", box_thresh), ("thresh", thresh), ("unclip_ratio", unclip_ratio),
-                            ("use_dilation", use_dilation)) if v is not None}
+                            ("use_dilation", use_dilation), ("score_mode", score_mode)) if v is not None}
     det = Detector(model=copy.deepcopy(model).eval(), device=str(device), **kw)
     dets = [det(s.image_path) for s in tqdm(samples, desc="val", disable=not progress, leave=False)]
     return evaluate_detections(samples, dets)
@@ -261,6 +262,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--unclip-ratio", type=float, default=None, help="box expansion ratio (default: the model's)")
     p.add_argument("--dilation", action=argparse.BooleanOptionalAction, default=None,
                    help="2x2 dilation of the bitmap (default: the model's)")
+    p.add_argument("--score-mode", choices=("fast", "slow"), default=None,
+                   help="box score: mean over the bounding rectangle (fast) or the contour (slow) (default: the model's)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
@@ -283,7 +286,8 @@ def run(args) -> int:
         samples = samples[: args.limit]
     kw = {k: v for k, v in (("limit_side_len", args.limit_side_len), ("limit_type", args.limit_type),
                             ("thresh", args.thresh), ("box_thresh", args.box_thresh),
-                            ("unclip_ratio", args.unclip_ratio), ("use_dilation", args.dilation)) if v is not None}
+                            ("unclip_ratio", args.unclip_ratio), ("use_dilation", args.dilation),
+                            ("score_mode", args.score_mode)) if v is not None}
     det = Detector(model=args.model, device=args.device, num_threads=args.threads, backend=args.backend, **kw)
     t0 = time.perf_counter()
     dets = [det(s.image_path) for s in tqdm(samples, desc="eval", unit="img")]

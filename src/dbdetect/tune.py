@@ -1,7 +1,8 @@
 """``dbdetect tune``: choose a model's post-processing on a validation set.
 
 Searches a grid of input sizes (``limit_side_len``) and post-processing
-settings (``thresh``, ``box_thresh``, ``unclip_ratio``, ``use_dilation``),
+settings (``thresh``, ``box_thresh``, ``unclip_ratio``, ``use_dilation``,
+``score_mode``),
 scores every point with the ICDAR 2015 protocol (:mod:`dbdetect.evaluate`),
 and can write the best point into a copy of the checkpoint's ``cfg``, which
 :class:`dbdetect.Detector` and ``dbdetect eval`` then use by default.
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 # cfg keys a tuned checkpoint sets (those Detector reads by default)
-SETTING_KEYS = ("limit_side_len", "limit_type", "thresh", "box_thresh", "unclip_ratio", "use_dilation")
+SETTING_KEYS = ("limit_side_len", "limit_type", "thresh", "box_thresh", "unclip_ratio", "use_dilation", "score_mode")
 # checkpoint entries only training needs; a tuned copy is for inference and is not resumable
 _TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "train_state", "ema")
 
@@ -50,6 +51,9 @@ class Grid:
         box_thresh: box score thresholds.
         unclip_ratio: box expansion ratios.
         use_dilation: 2x2 dilation of the bitmap, True and/or False.
+        score_mode: how a box is scored against ``box_thresh``: "fast" (mean of
+            the map over the box's bounding rectangle, masked by the box) and/or
+            "slow" (over the contour itself, PaddleOCR's ``score_mode``).
 
     >>> len(Grid(limit_side_len=(960,), thresh=(0.3,), box_thresh=(0.5, 0.7)))
     12
@@ -60,6 +64,7 @@ class Grid:
     box_thresh: tuple = (0.5, 0.6, 0.7)
     unclip_ratio: tuple = (1.3, 1.5, 1.7)
     use_dilation: tuple = (True, False)
+    score_mode: tuple = ("fast",)
 
     def __post_init__(self):
         for f in fields(self):
@@ -77,15 +82,17 @@ class Grid:
                     raise ValueError(f"grid: {name} values must be numbers in [{lo}, {hi}], got {v!r}")
         if any(not isinstance(v, bool) for v in self.use_dilation):
             raise ValueError(f"grid: use_dilation values must be True/False, got {self.use_dilation!r}")
+        if any(v not in ("fast", "slow") for v in self.score_mode):
+            raise ValueError(f"grid: score_mode values must be 'fast' or 'slow', got {self.score_mode!r}")
 
     def __len__(self) -> int:
         return len(self.limit_side_len) * len(self.post_settings())
 
     def post_settings(self) -> list[dict]:
         """The post-processing combinations searched for each input size."""
-        return [dict(thresh=float(t), box_thresh=float(b), unclip_ratio=float(u), use_dilation=d)
-                for t, b, u, d in itertools.product(self.thresh, self.box_thresh, self.unclip_ratio,
-                                                    self.use_dilation)]
+        return [dict(thresh=float(t), box_thresh=float(b), unclip_ratio=float(u), use_dilation=d, score_mode=m)
+                for t, b, u, d, m in itertools.product(self.thresh, self.box_thresh, self.unclip_ratio,
+                                                       self.use_dilation, self.score_mode)]
 
 
 def _as_module(model):
@@ -222,11 +229,11 @@ def save_tuned(model, settings: dict, out, overwrite: bool = False, info: dict |
 
 def format_table(rows: list[dict], show: int | None = None) -> str:
     """The rows as a text table, best first, the best marked with ``*``."""
-    head = f"{'':2}{'side':>5} {'thresh':>6} {'box':>5} {'unclip':>6} {'dil':>4} {'P':>7} {'R':>7} {'H':>7}"
+    head = f"{'':2}{'side':>5} {'thresh':>6} {'box':>5} {'unclip':>6} {'dil':>4} {'score':>5} {'P':>7} {'R':>7} {'H':>7}"
     lines = [head]
     for i, r in enumerate(rows[:show] if show else rows):
         lines.append(f"{'*' if i == 0 else '':2}{r['limit_side_len']:>5} {r['thresh']:>6g} {r['box_thresh']:>5g} "
-                     f"{r['unclip_ratio']:>6g} {'on' if r['use_dilation'] else 'off':>4} "
+                     f"{r['unclip_ratio']:>6g} {'on' if r['use_dilation'] else 'off':>4} {r.get('score_mode', 'fast'):>5} "
                      f"{100 * r['precision']:7.2f} {100 * r['recall']:7.2f} {100 * r['hmean']:7.2f}")
     if show and len(rows) > show:
         lines.append(f"  ... {len(rows) - show} more rows (--show 0 prints all, --json saves them)")
@@ -254,12 +261,19 @@ def _on_off(v: str) -> bool:
     return table[v.lower()]
 
 
+def _score_mode(v: str) -> str:
+    if v.lower() not in ("fast", "slow"):
+        raise ValueError(v)
+    return v.lower()
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``dbdetect tune``."""
     g = Grid()
 
     def csv(values):
-        return ",".join(("on" if v else "off") if isinstance(v, bool) else f"{v:g}" for v in values)
+        return ",".join(("on" if v else "off") if isinstance(v, bool) else v if isinstance(v, str) else f"{v:g}"
+                        for v in values)
 
     p = subparsers.add_parser(
         "tune", help="choose input size and post-processing on a validation set",
@@ -280,6 +294,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"box expansion ratios (default {csv(g.unclip_ratio)})")
     p.add_argument("--dilation", type=_list_of(_on_off, "on/off values"), default=g.use_dilation,
                    help=f"2x2 dilation of the bitmap: on, off or on,off (default {csv(g.use_dilation)})")
+    p.add_argument("--score-mode", type=_list_of(_score_mode, "score modes"), default=g.score_mode,
+                   help=f"box scoring: fast (bounding rectangle) and/or slow (the contour) (default {csv(g.score_mode)})")
     p.add_argument("--out", default=None, help="write the best settings into this new checkpoint file")
     p.add_argument("--json", default=None, help="write every row (and the grid) as JSON here")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out / --json")
@@ -303,7 +319,7 @@ def run(args) -> int:
     from .data import load_samples
 
     grid = Grid(limit_side_len=args.sizes, thresh=args.thresh, box_thresh=args.box_thresh,
-                unclip_ratio=args.unclip_ratio, use_dilation=args.dilation)
+                unclip_ratio=args.unclip_ratio, use_dilation=args.dilation, score_mode=args.score_mode)
     # fail before the long search, not after it
     out = _check_out(args.out, args.overwrite) if args.out else None
     json_out = _check_out(args.json, args.overwrite) if args.json else None
