@@ -23,7 +23,6 @@ one more reason this stays a benchmark and not a dbdetect backend.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 import warnings
@@ -36,48 +35,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA  # noqa: E402
 
+from dbdetect.int8_torch import _ScalarAffine, traceable  # noqa: E402
+
 EARLY = ("backbone.stem", "backbone.stages.0", "backbone.stages.1")
-
-
-class _ScalarAffine(nn.Module):
-    """LearnableAffine with its two scalars as Python floats: FX can trace it."""
-
-    def __init__(self, scale: float, bias: float):
-        super().__init__()
-        self.scale, self.bias = scale, bias
-
-    def forward(self, x):
-        return x * self.scale + self.bias
-
-
-class _ResidualSE(nn.Module):
-    """RSE-FPN's gate as ``x + x * s``.
-
-    The eager module computes ``x * (s + 1)``; FX gives ``s + 1`` the fixed
-    [0, 1) range of the hard-sigmoid before it, so int8 saturated it at 1 and
-    dropped every residual gate of the neck.
-    """
-
-    def __init__(self, se: nn.Module):
-        super().__init__()
-        self.se = se
-
-    def forward(self, x):
-        return x + x * self.se.squeeze(x)
-
-
-def traceable(net: nn.Module) -> nn.Module:
-    """A copy of ``net`` that FX can trace and quantise faithfully."""
-    from dbdetect.models.layers import LearnableAffine, SEModule
-
-    net = copy.deepcopy(net)
-    for name, mod in list(net.named_modules()):
-        parent, _, leaf = name.rpartition(".")
-        if isinstance(mod, LearnableAffine):  # no data-dependent branch
-            setattr(net.get_submodule(parent), leaf, _ScalarAffine(float(mod.scale), float(mod.bias)))
-        elif isinstance(mod, SEModule) and mod.residual:
-            setattr(net.get_submodule(parent), leaf, _ResidualSE(mod))
-    return net
 
 
 def qconfig_mapping(net: nn.Module, policy: str):

@@ -23,6 +23,8 @@ from .imageio import ImageLike, load_image
 from .memory import keep_freed_memory
 from .preprocess import prepare
 
+TORCHSCRIPT = ".torchscript"  # torch int8 files (dbdetect.int8_torch)
+
 __all__ = ["Detection", "Detector", "detect", "to_json"]
 
 
@@ -66,14 +68,20 @@ def _check_device(device) -> torch.device:
     return dev
 
 
+def _is_file_of(model, suffix: str) -> bool:
+    return isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(suffix)
+
+
 def _pick_backend(model, backend: str | None) -> str:
-    is_onnx = isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx")
+    is_onnx = _is_file_of(model, ".onnx")
     if backend is None:
         return "onnxruntime" if is_onnx else "torch"
     if backend not in ("torch", "onnxruntime"):
         raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
     if is_onnx and backend == "torch":
         raise ValueError(f"{model} is an ONNX file: it runs with backend='onnxruntime', not 'torch'")
+    if _is_file_of(model, TORCHSCRIPT) and backend == "onnxruntime":
+        raise ValueError(f"{model} is a torch int8 (TorchScript) file: it runs with backend='torch'")
     return backend
 
 
@@ -82,8 +90,9 @@ class Detector:
 
     Args:
         model: a registry name (``dbdetect.models.list_models()``), the path of
-            a checkpoint written by ``dbdetect train``, or an ``nn.Module``
-            with a ``cfg`` dict.
+            a checkpoint written by ``dbdetect train``, an ``.onnx`` file or a
+            torch int8 ``.torchscript`` file written by ``dbdetect export``, or
+            an ``nn.Module`` with a ``cfg`` dict.
         device: torch device string ("cpu", "cuda", "cuda:1", ...).
         limit_side_len, limit_type: resize policy. "max" caps the longer side
             at ``limit_side_len``; "min" raises the shorter side to it. Both
@@ -147,6 +156,9 @@ class Detector:
     def _init_torch(self, model, device, num_threads) -> None:
         from . import models
 
+        if _is_file_of(model, TORCHSCRIPT):
+            self._init_torchscript(model, device, num_threads)
+            return
         if isinstance(model, torch.nn.Module):
             # A copy: fusing BatchNorm must not touch a model that is still training.
             net = copy.deepcopy(model)
@@ -162,6 +174,17 @@ class Detector:
         self.model = models.fuse(net.eval()).to(self.device)
         for p in self.model.parameters():
             p.requires_grad_(False)
+
+    def _init_torchscript(self, path, device, num_threads) -> None:
+        """A torch int8 file of :func:`dbdetect.int8_torch.quantize_torch`: x86 int8 kernels, CPU only."""
+        from .int8_torch import load
+
+        self.device = _check_device(device)
+        if self.device.type != "cpu":
+            raise ValueError(f"{path} holds x86 int8 kernels, which run on the CPU only; use device='cpu'")
+        if num_threads is not None:
+            torch.set_num_threads(int(num_threads))
+        self.model, self.cfg = load(path)
 
     def _init_settings(self, limit_side_len, limit_type, thresh, box_thresh, unclip_ratio, box_type,
                        use_dilation, score_mode, max_candidates, min_size, channel_order) -> None:

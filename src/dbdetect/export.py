@@ -6,7 +6,8 @@ goes into the file's metadata so ``Detector("model.onnx")`` needs nothing
 else. :func:`quantize` turns such a file into a static int8 model calibrated
 on real images pre-processed exactly as the detector does.
 
-Needs the ``onnx`` extra: ``pip install "dbdetect[onnx]"``.
+Needs the ``onnx`` extra: ``pip install "dbdetect[onnx]"``. torch's own int8
+(``--out model.torchscript``) is :mod:`dbdetect.int8_torch` and needs torch alone.
 
 >>> from dbdetect.export import to_onnx, quantize
 >>> to_onnx("ppocrv4", "ppocrv4.onnx")                                          # doctest: +SKIP
@@ -399,19 +400,22 @@ def _last_conv(graph) -> list[str]:
 def add_parser(sub) -> argparse.ArgumentParser:
     """Register ``dbdetect export``."""
     p = sub.add_parser(
-        "export", help="export a model to ONNX (optionally int8) for onnxruntime",
+        "export", help="export a model to ONNX (optionally int8), or to torch int8 (.torchscript)",
         description="Export a registry model or a training checkpoint to ONNX (BatchNorm folded, dynamic "
                     "N/H/W, the model's settings stored in the file), or quantise it to int8 with --int8. "
-                    f"Needs {INSTALL_HINT}.")
+                    f"ONNX needs {INSTALL_HINT}. With --int8 and an --out ending in .torchscript, torch's own "
+                    "x86 int8 instead (FX graph mode, stem and first backbone stage fp32): runs with torch alone.")
     p.add_argument("--model", required=True,
                    help="registry name, checkpoint (.pt), or an fp32 .onnx file to quantise with --int8")
-    p.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
+    p.add_argument("--out", required=True, type=Path,
+                   help="the file to write: .onnx (onnxruntime), or .torchscript with --int8 (torch's own int8)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out file")
     q = p.add_argument_group("int8")
     q.add_argument("--int8", action="store_true", help="write a static int8 model (onnxruntime quantisation)")
     q.add_argument("--calib", help="calibration images: a folder or a label file (training images, never test ones)")
-    q.add_argument("--calib-n", type=int, default=100, help="number of calibration images (default 100)")
+    q.add_argument("--calib-n", type=int, default=None,
+                   help="number of calibration images (default 100 for .onnx, 32 for .torchscript)")
     q.add_argument("--calib-side-len", type=int, default=None, help="resize limit for calibration (default: the model's)")
     q.add_argument("--format", choices=("qdq", "qoperator"), default="qdq", help="onnxruntime quantisation format")
     q.add_argument("--nodes", choices=POLICIES, default="dense",
@@ -432,11 +436,15 @@ def run(args) -> int:
     if not args.int8 and args.calib:
         raise UserError("--calib is only used with --int8")
     is_onnx = str(args.model).lower().endswith(".onnx")
+    if args.out.suffix.lower() == ".torchscript":
+        return _run_torch_int8(args, is_onnx, UserError)
+    if args.out.suffix.lower() != ".onnx":
+        raise UserError(f"--out {args.out}: name it .onnx (onnxruntime) or .torchscript (torch int8, with --int8)")
     if is_onnx and not args.int8:
         raise UserError(f"{args.model} is already ONNX; add --int8 --calib DIR to quantise it")
 
     def to_int8(src):
-        quantize(src, args.out, args.calib, n=args.calib_n, limit_side_len=args.calib_side_len,
+        quantize(src, args.out, args.calib, n=args.calib_n or 100, limit_side_len=args.calib_side_len,
                  quant_format=args.format, nodes=args.nodes, overwrite=args.overwrite,
                  progress=not args.no_progress)
 
@@ -452,4 +460,21 @@ def run(args) -> int:
         raise UserError(str(exc)) from None
     size = args.out.stat().st_size / 2**20
     print(f"wrote {args.out} ({size:.1f} MiB{', int8' if args.int8 else ''})")
+    return 0
+
+
+def _run_torch_int8(args, is_onnx: bool, UserError) -> int:
+    """``dbdetect export --int8 --out model.torchscript``: torch's own int8 (:mod:`dbdetect.int8_torch`)."""
+    from .int8_torch import quantize_torch
+
+    if not args.int8:
+        raise UserError(f"--out {args.out}: a .torchscript file is torch's int8; add --int8 --calib DIR")
+    if is_onnx:
+        raise UserError(f"{args.model} is ONNX; torch int8 starts from a registry name or a checkpoint")
+    try:
+        quantize_torch(args.model, args.out, args.calib, n=args.calib_n or 32, limit_side_len=args.calib_side_len,
+                       overwrite=args.overwrite, progress=not args.no_progress)
+    except (FileExistsError, IsADirectoryError) as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB, torch int8)")
     return 0

@@ -1,0 +1,197 @@
+"""torch's own x86 int8: quantise a DBNet after training and save it as TorchScript.
+
+:func:`quantize_torch` runs named steps on the BatchNorm-folded network:
+:func:`traceable` (a copy FX can trace faithfully), :func:`quantize_module`
+(FX graph mode: per-channel int8 weights, uint8 activations whose ranges come
+from histograms over real images at the model's resize setting, then real int8
+kernels) and :func:`save` (traced, frozen TorchScript carrying the model's cfg).
+The file runs with torch alone: ``Detector("model_int8.torchscript")``.
+
+The backbone's stem and first stage stay fp32 by default: on held-out images
+they cause about half of int8's loss in the text probability (README, "torch's
+own int8"), for a small share of the time.
+
+>>> from dbdetect.int8_torch import quantize_torch                      # doctest: +SKIP
+>>> quantize_torch("ppocrv4_ic15", "ic15_int8.torchscript", "train/images")  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+SUFFIX = ".torchscript"
+EXTRA_CFG = "dbdetect.cfg"
+EXTRA_QUANT = "dbdetect.quantization"
+# kept fp32 unless told otherwise (those the model has)
+DEFAULT_FP32 = ("backbone.stem", "backbone.stages.0")
+
+
+class _ScalarAffine(nn.Module):
+    """LearnableAffine with its two scalars as Python floats: FX can trace it."""
+
+    def __init__(self, scale: float, bias: float):
+        super().__init__()
+        self.scale, self.bias = scale, bias
+
+    def forward(self, x):
+        return x * self.scale + self.bias
+
+
+class _ResidualSE(nn.Module):
+    """RSE-FPN's gate as ``x + x * s``.
+
+    The eager module computes ``x * (s + 1)``; FX gives ``s + 1`` the fixed
+    [0, 1) range of the hard-sigmoid before it, so int8 saturated it at 1 and
+    dropped every residual gate of the neck (and cut its gradients in training).
+    """
+
+    def __init__(self, se: nn.Module):
+        super().__init__()
+        self.se = se
+
+    def forward(self, x):
+        return x + x * self.se.squeeze(x)
+
+
+def traceable(net: nn.Module) -> nn.Module:
+    """A copy of the fused eval network that FX can trace and quantise faithfully."""
+    from .models.layers import LearnableAffine, SEModule
+
+    net = copy.deepcopy(net).eval()
+    for name, mod in list(net.named_modules()):
+        parent, _, leaf = name.rpartition(".")
+        if isinstance(mod, LearnableAffine):  # no data-dependent branch
+            setattr(net.get_submodule(parent), leaf, _ScalarAffine(float(mod.scale), float(mod.bias)))
+        elif isinstance(mod, SEModule) and mod.residual:
+            setattr(net.get_submodule(parent), leaf, _ResidualSE(mod))
+    return net
+
+
+def qconfig_mapping(fp32_modules=()):
+    """Per-channel int8 weights, full-range uint8 activations from histograms; ``fp32_modules`` left out."""
+    from torch.ao.quantization import (HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver, QConfig,
+                                       get_default_qconfig_mapping)
+
+    act = HistogramObserver.with_args(dtype=torch.quint8, reduce_range=False)  # VNNI: no 7-bit workaround
+    weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    mapping = get_default_qconfig_mapping("x86").set_global(QConfig(activation=act, weight=weight))
+    # torch's x86 ConvTranspose takes per-tensor weights only
+    mapping.set_object_type(nn.ConvTranspose2d, QConfig(activation=act, weight=MinMaxObserver.with_args(
+        dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)))
+    for name in fp32_modules:
+        mapping.set_module_name(name, None)
+    return mapping
+
+
+def quantize_module(fused: nn.Module, images, fp32_modules=(), progress: bool = False) -> nn.Module:
+    """The fused network with real int8 kernels, its activation ranges observed on ``images``."""
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    from tqdm import tqdm
+
+    torch.backends.quantized.engine = "x86"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
+        prepared = prepare_fx(traceable(fused), qconfig_mapping(fp32_modules), example_inputs=(images[0],))
+        with torch.no_grad():
+            for x in tqdm(images, desc="calibrate", unit="img", disable=not progress):
+                prepared(x)
+        return convert_fx(prepared)
+
+
+def to_torchscript(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """Traced and frozen; any N, H, W runs (the graph keeps no shape constants)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notices
+        with torch.no_grad():
+            return torch.jit.freeze(torch.jit.trace(module.eval(), example, check_trace=False).eval())
+
+
+def save(module: torch.jit.ScriptModule, cfg: dict, settings: dict, path: Path) -> None:
+    """Write next to ``path`` and rename: never half a file, never a replaced one on failure."""
+    from .onnx_backend import cfg_to_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.jit.save(module, tmp, _extra_files={EXTRA_CFG: cfg_to_json(cfg),
+                                                   EXTRA_QUANT: json.dumps(settings, sort_keys=True)})
+        load(tmp)  # it reads back
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load(path) -> tuple[torch.jit.ScriptModule, dict]:
+    """(module, cfg) of a file written by :func:`quantize_torch`; ValueError if it is not one."""
+    from .onnx_backend import cfg_from_json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    extra = {EXTRA_CFG: "", EXTRA_QUANT: ""}
+    try:
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except RuntimeError as exc:
+        raise ValueError(f"{path} is not a TorchScript file ({str(exc).splitlines()[0]})") from None
+    if not extra[EXTRA_CFG]:
+        raise ValueError(f"{path} carries no dbdetect settings ({EXTRA_CFG!r}): write it with dbdetect export")
+    return module.eval(), cfg_from_json(extra[EXTRA_CFG], str(path))
+
+
+def quantize_torch(model, out_path, calibration_images, n: int = 32, limit_side_len: int | None = None,
+                   fp32_modules=None, overwrite: bool = False, progress: bool = True) -> Path:
+    """torch int8 of a registry model or checkpoint, as a ``.torchscript`` file.
+
+    Args:
+        model: registry name or checkpoint path.
+        out_path: the file to write (refused if it exists, unless ``overwrite``).
+        calibration_images: a folder, a label file or a list of image paths;
+            training images, never the images you will score. ``n`` of them,
+            evenly spread, set the activation ranges.
+        limit_side_len: resize limit of the calibration images (default: the model's).
+        fp32_modules: module names kept in fp32 (default :data:`DEFAULT_FP32`,
+            those of them the model has; ``()`` quantises everything).
+        progress: show a tqdm bar over the calibration images.
+
+    Returns:
+        ``out_path`` as a Path.
+    """
+    from . import models
+    from .export import _check_out, _first_readable, calibration_paths
+    from .imageio import load_image
+    from .preprocess import prepare
+
+    out_path = Path(out_path)
+    _check_out(out_path, overwrite)
+    paths = calibration_paths(calibration_images, n)
+    _first_readable(paths, calibration_images)
+    net = models.create(model, pretrained=True)
+    cfg = dict(net.cfg)
+    fused = models.fuse(net.eval())
+    names = dict(fused.named_modules())
+    keep = [m for m in DEFAULT_FP32 if m in names] if fp32_modules is None else list(fp32_modules)
+    unknown = [m for m in keep if m not in names]
+    if unknown:
+        raise ValueError(f"fp32_modules: {', '.join(unknown)} not in {cfg.get('name') or model}")
+    side = int(limit_side_len or cfg["limit_side_len"])
+    images = []
+    for p in paths:
+        try:
+            images.append(torch.from_numpy(prepare(load_image(p), cfg, side, cfg["limit_type"]))[None])
+        except (ValueError, OSError) as exc:
+            warnings.warn(f"calibration: skipping {p}: {exc}", stacklevel=2)
+    module = to_torchscript(quantize_module(fused, images, keep, progress), images[0][..., :64, :64])
+    settings = dict(engine="torch x86 (FX graph mode)", weights="s8 per channel",
+                    activations="u8 per tensor, histogram", calibration_images=len(images), limit_side_len=side,
+                    fp32_modules=keep)
+    save(module, cfg, settings, out_path)
+    return out_path
