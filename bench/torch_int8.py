@@ -17,8 +17,10 @@ Policies (which parts stay fp32):
 
     python bench/torch_int8.py --model ppocrv4_ic15 [--policy all --policy mixed] [--calib-n 32] [--limit N]
 
-``torch.ao.quantization`` is deprecated upstream (torch says it moves to torchao),
-one more reason this stays a benchmark and not a dbdetect backend.
+The shipped form of this path is ``dbdetect export --int8 --out M.torchscript``
+(:mod:`dbdetect.int8_torch`, stem and first stage fp32); this benchmark keeps the
+policies it was studied with. ``torch.ao.quantization`` is deprecated upstream
+(torch says it moves to torchao).
 """
 from __future__ import annotations
 

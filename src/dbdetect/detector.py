@@ -21,9 +21,8 @@ import torch
 from . import postprocess
 from .imageio import ImageLike, load_image
 from .memory import keep_freed_memory
+from .int8_torch import SUFFIX as TORCHSCRIPT
 from .preprocess import prepare
-
-TORCHSCRIPT = ".torchscript"  # torch int8 files (dbdetect.int8_torch)
 
 __all__ = ["Detection", "Detector", "detect", "to_json"]
 

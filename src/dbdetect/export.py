@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .int8_torch import SUFFIX as TORCHSCRIPT
 from .onnx_backend import INSTALL_HINT, META_KEY, cfg_to_json
 
 DEFAULT_OPSET = 17
@@ -436,8 +437,8 @@ def run(args) -> int:
     if not args.int8 and args.calib:
         raise UserError("--calib is only used with --int8")
     is_onnx = str(args.model).lower().endswith(".onnx")
-    if args.out.suffix.lower() == ".torchscript":
-        return _run_torch_int8(args, is_onnx, UserError)
+    if args.out.suffix.lower() == TORCHSCRIPT:
+        return _run_torch_int8(args, is_onnx)
     if args.out.suffix.lower() != ".onnx":
         raise UserError(f"--out {args.out}: name it .onnx (onnxruntime) or .torchscript (torch int8, with --int8)")
     if is_onnx and not args.int8:
@@ -463,8 +464,9 @@ def run(args) -> int:
     return 0
 
 
-def _run_torch_int8(args, is_onnx: bool, UserError) -> int:
+def _run_torch_int8(args, is_onnx: bool) -> int:
     """``dbdetect export --int8 --out model.torchscript``: torch's own int8 (:mod:`dbdetect.int8_torch`)."""
+    from .cli import UserError
     from .int8_torch import quantize_torch
 
     if not args.int8:

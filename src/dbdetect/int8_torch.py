@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-SUFFIX = ".torchscript"
+SUFFIX = ".torchscript"  # how Detector and dbdetect export recognise these files
 EXTRA_CFG = "dbdetect.cfg"
 EXTRA_QUANT = "dbdetect.quantization"
 # kept fp32 unless told otherwise (those the model has)
