@@ -32,6 +32,7 @@ def test_file_carries_settings_and_is_smaller(int8_file):
         settings = json.loads(z.read(name))
     assert settings["calibration_images"] == 4
     assert settings["fp32_modules"] == ["backbone.stem", "backbone.stages.0"]
+    assert settings["folded_gates"] == [f"neck.ins.{i}" for i in range(4)]
     det = Detector(int8_file)
     assert det.limit_side_len == 736 and det.post_kwargs["box_thresh"] == Detector("ppocrv4").post_kwargs["box_thresh"]
     # int8 weights: well under half of the fp32 parameters' bytes
@@ -124,3 +125,78 @@ def test_cli_export_then_detect(tmp_path, ic15):
     rec = json.loads(r.stdout.strip().splitlines()[0])
     ref = Detector(out, num_threads=1)(img)
     assert len(rec["polygons"]) == len(ref) and np.allclose(rec["scores"], [d.score for d in ref], atol=1e-5)
+
+
+def _quantized_rse(seed):
+    """An RSE 1x1 layer with random weights, its float output, and the int8 layer at that output's range."""
+    from dbdetect.int8_gates import QuantizedGatedConv1x1
+    from dbdetect.models.necks import RSELayer
+
+    torch.manual_seed(seed)
+    rse = RSELayer(12, 32, 1).eval()
+    for p in rse.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.rand(2, 12, 40, 56) * 3
+    with torch.no_grad():
+        want = rse(x)
+    lo, hi = min(float(want.min()), 0.0), float(want.max())
+    scale, zp = (hi - lo) / 255, int(round(-lo / ((hi - lo) / 255)))
+    qx = torch.quantize_per_tensor(x, 3 / 255, 0, torch.quint8)
+    layer = torch.jit.script(QuantizedGatedConv1x1(rse, scale, zp))
+    return rse, layer, qx, want, scale
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_folded_gate_matches_the_float_layer(seed):
+    """conv, mean and gate multiply as one int8 conv: within int8 error of the float RSE layer, per image."""
+    torch.backends.quantized.engine = "x86"
+    rse, layer, qx, want, scale = _quantized_rse(seed)
+    with torch.no_grad():
+        got = layer(qx)
+        assert got.dtype == torch.quint8 and got.shape == want.shape
+        with torch.no_grad():
+            ref = rse(qx.dequantize())  # the float layer on the same (quantized) input
+        err = (got.dequantize() - ref).abs()
+        assert float(err.max()) <= 4 * scale + 0.02 * float(ref.abs().max())
+        assert float(err.mean()) <= scale
+        # the gate is per image: a batch equals its images one by one
+        for i in range(2):
+            assert torch.equal(layer(qx[i:i + 1]).int_repr(), got[i:i + 1].int_repr())
+        # and it matters: without it (gate 1) the output would be far off
+        assert float((ref - rse.conv(qx.dequantize())).abs().mean()) > 4 * scale
+
+
+def test_gate_folding_can_be_switched_off(ic15):
+    from dbdetect import models
+    from dbdetect.imageio import load_image
+    from dbdetect.int8_torch import quantize_module
+    from dbdetect.preprocess import prepare
+
+    net = models.fuse(models.create("ppocrv4", pretrained=True).eval())
+    x = torch.from_numpy(prepare(load_image(ic15 / "test" / "images" / "img_1.jpg"), net.cfg, 256, "max"))[None]
+    folded = quantize_module(net, [x], ["backbone.stem", "backbone.stages.0"])
+    plain = quantize_module(net, [x], ["backbone.stem", "backbone.stages.0"], fold_gates=False)
+    assert folded.folded_gates == [f"neck.ins.{i}" for i in range(4)] and plain.folded_gates == []
+    with torch.no_grad():
+        want, a, b = net(x), folded(x), plain(x)
+    # both within int8 error of fp32 on the calibration image itself
+    assert float((a - want).abs().mean()) < 0.02 and float((b - want).abs().mean()) < 0.02
+    # a neck kept fp32 leaves its layers alone
+    kept = quantize_module(net, [x], ["neck"])
+    assert kept.folded_gates == []
+
+
+def test_fp32_regions_work_in_place_with_the_same_result():
+    from dbdetect import models
+    from dbdetect.int8_torch import _ScalarAffine, traceable
+
+    net = models.fuse(models.create("ppocrv4", pretrained=True).eval())
+    keep = ["backbone.stem", "backbone.stages.0"]
+    inplace = traceable(net, keep)
+    flags = {n: m.inplace for n, m in inplace.named_modules() if isinstance(m, _ScalarAffine)}
+    assert flags["backbone.stages.0.0.pw.lab2"] and not any(v for n, v in flags.items() if ".stages.0." not in n)
+    x = torch.rand(1, 3, 96, 160)
+    with torch.no_grad():
+        got = inplace(x)
+        assert torch.equal(got, traceable(net)(x))
+        assert torch.allclose(got, net(x), atol=1e-6)  # the eager network: same maths, other op order

@@ -4,7 +4,8 @@
 :func:`traceable` (a copy FX can trace faithfully), :func:`quantize_module`
 (FX graph mode: per-channel int8 weights, uint8 activations whose ranges come
 from histograms over real images at the model's resize setting, then real int8
-kernels) and :func:`save` (traced, frozen TorchScript carrying the model's cfg).
+kernels, RSE-FPN's 1x1 gates folded into their convs by :mod:`dbdetect.int8_gates`)
+and :func:`save` (traced, frozen TorchScript carrying the model's cfg).
 The file runs with torch alone: ``Detector("model_int8.torchscript")``.
 
 The backbone's stem and first stage stay fp32 by default: on held-out images
@@ -34,13 +35,20 @@ DEFAULT_FP32 = ("backbone.stem", "backbone.stages.0")
 
 
 class _ScalarAffine(nn.Module):
-    """LearnableAffine with its two scalars as Python floats: FX can trace it."""
+    """LearnableAffine with its two scalars as Python floats: FX can trace it.
 
-    def __init__(self, scale: float, bias: float):
+    ``inplace`` (fp32 regions only: int8 tensors have no in-place arithmetic) writes
+    into the activation, which nothing else reads; at the stride-2 resolution of an
+    fp32 first stage, allocating a fresh output cost more than the arithmetic.
+    """
+
+    def __init__(self, scale: float, bias: float, inplace: bool = False):
         super().__init__()
-        self.scale, self.bias = scale, bias
+        self.scale, self.bias, self.inplace = scale, bias, inplace
 
     def forward(self, x):
+        if self.inplace:
+            return x.mul_(self.scale).add_(self.bias)
         return x * self.scale + self.bias
 
 
@@ -60,15 +68,19 @@ class _ResidualSE(nn.Module):
         return x + x * self.se.squeeze(x)
 
 
-def traceable(net: nn.Module) -> nn.Module:
-    """A copy of the fused eval network that FX can trace and quantise faithfully."""
+def traceable(net: nn.Module, fp32_modules=()) -> nn.Module:
+    """A copy of the fused eval network that FX can trace and quantise faithfully.
+
+    ``fp32_modules``: names that will stay fp32; their affines work in place.
+    """
     from .models.layers import LearnableAffine, SEModule
 
     net = copy.deepcopy(net).eval()
     for name, mod in list(net.named_modules()):
         parent, _, leaf = name.rpartition(".")
         if isinstance(mod, LearnableAffine):  # no data-dependent branch
-            setattr(net.get_submodule(parent), leaf, _ScalarAffine(float(mod.scale), float(mod.bias)))
+            fp32 = any(name.startswith(m + ".") for m in fp32_modules)
+            setattr(net.get_submodule(parent), leaf, _ScalarAffine(float(mod.scale), float(mod.bias), fp32))
         elif isinstance(mod, SEModule) and mod.residual:
             setattr(net.get_submodule(parent), leaf, _ResidualSE(mod))
     return net
@@ -90,19 +102,33 @@ def qconfig_mapping(fp32_modules=()):
     return mapping
 
 
-def quantize_module(fused: nn.Module, images, fp32_modules=(), progress: bool = False) -> nn.Module:
-    """The fused network with real int8 kernels, its activation ranges observed on ``images``."""
+def quantize_module(fused: nn.Module, images, fp32_modules=(), progress: bool = False,
+                    fold_gates: bool = True) -> nn.Module:
+    """The fused network with real int8 kernels, its activation ranges observed on ``images``.
+
+    ``fold_gates``: run RSE-FPN's 1x1 layers as one int8 conv with the gate folded
+    into its weight scales (:mod:`dbdetect.int8_gates`), not conv + mean + multiply.
+    """
+    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
     from tqdm import tqdm
 
+    from . import int8_gates
+
     torch.backends.quantized.engine = "x86"
+    gates = int8_gates.gated_1x1_names(fused, fp32_modules) if fold_gates else []
+    # calibrated as float leaves: their int8 form replaces them after conversion
+    custom = PrepareCustomConfig().set_non_traceable_module_names(gates)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
-        prepared = prepare_fx(traceable(fused), qconfig_mapping(fp32_modules), example_inputs=(images[0],))
+        prepared = prepare_fx(traceable(fused, fp32_modules), qconfig_mapping(list(fp32_modules) + gates),
+                              example_inputs=(images[0],), prepare_custom_config=custom)
         with torch.no_grad():
             for x in tqdm(images, desc="calibrate", unit="img", disable=not progress):
                 prepared(x)
-        return convert_fx(prepared)
+        module = convert_fx(prepared)
+    module.folded_gates = int8_gates.fold_gates(module, set(gates))  # for the file's settings
+    return module
 
 
 def to_torchscript(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
@@ -189,9 +215,10 @@ def quantize_torch(model, out_path, calibration_images, n: int = 32, limit_side_
             images.append(torch.from_numpy(prepare(load_image(p), cfg, side, cfg["limit_type"]))[None])
         except (ValueError, OSError) as exc:
             warnings.warn(f"calibration: skipping {p}: {exc}", stacklevel=2)
-    module = to_torchscript(quantize_module(fused, images, keep, progress), images[0][..., :64, :64])
+    quantized = quantize_module(fused, images, keep, progress)
+    module = to_torchscript(quantized, images[0][..., :64, :64])
     settings = dict(engine="torch x86 (FX graph mode)", weights="s8 per channel",
                     activations="u8 per tensor, histogram", calibration_images=len(images), limit_side_len=side,
-                    fp32_modules=keep)
+                    fp32_modules=keep, folded_gates=quantized.folded_gates)
     save(module, cfg, settings, out_path)
     return out_path
