@@ -11,9 +11,12 @@ conv without bias:
 * ``conv(x) * g == conv_{W * g}(x)``: scaling output channel ``k`` by ``g_k`` only
   scales the per-channel weight scale ``k``; the int8 weights stay as they are.
 
-So the quantized layer re-packs its weights with gated scales for each image (a few
-microseconds for these small weights) and runs one int8 conv. The float layer
-stays the reference: calibration runs it unchanged, as an FX leaf.
+So the quantized layer re-packs its weights with gated scales for each image and
+runs one int8 conv. Packing is not free (x86 engine, 2-4 ms a layer on this 2-core
+machine, however small the weights), but the four layers together still ran faster
+than the gated multiplies they replace: network 88.8 ms against 98.3 ms unfolded
+(ppocrv4 at 736 x 1312, fastest of 20 interleaved runs). The float layer stays the
+reference: calibration runs it unchanged, as an FX leaf.
 """
 from __future__ import annotations
 
