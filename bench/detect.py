@@ -16,7 +16,7 @@ Pipelines, all from the image file to boxes, at the model's registry settings:
 Images are timed interleaved, the order of the pipelines rotating from image
 to image, so machine noise hits all alike; onnxruntime's idle threads block
 instead of spinning, so that they do not take a core from the pipeline that runs
-next (see ``no_spinning``). dbdetect's time is split into decode, resize +
+next (see ``blocking_options``). dbdetect's time is split into decode, resize +
 normalise, network and post-processing.
 
     python bench/detect.py [--model ppocrv4] [--limit N] [--threads 2] [--calib-n 100]
@@ -48,11 +48,8 @@ class ReferencePipeline:
     def __init__(self, onnx_file, cfg, limit_side_len, limit_type, threads):
         import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see no_spinning
-        self.sess = ort.InferenceSession(str(onnx_file), so, providers=["CPUExecutionProvider"])
+        self.sess = ort.InferenceSession(str(onnx_file), blocking_options(threads),
+                                         providers=["CPUExecutionProvider"])
         self.input = self.sess.get_inputs()[0].name
         self.cfg, self.limit_side_len, self.limit_type = cfg, limit_side_len, limit_type
 
@@ -79,22 +76,29 @@ class ReferencePipeline:
         return polys
 
 
-def no_spinning(det, threads: int) -> None:
-    """Rebuild an onnxruntime Detector's session with its idle threads blocking, not spinning.
+def blocking_options(threads: int):
+    """onnxruntime session options whose idle intra-op threads block instead of spinning.
 
-    onnxruntime's intra-op threads spin for a while after each run by default; in one
-    process with the interleaved torch pipelines that spinning took a core from whichever
+    onnxruntime's threads spin for a while after each run by default; in one process
+    with the interleaved torch pipelines that spinning took a core from whichever
     pipeline ran next (a probe on 30 images: torch int8 at 0.613x of torch fp32 beside a
     spinning onnxruntime session, 0.546x beside a blocking one; torch fp32 unchanged).
     """
     import onnxruntime as ort
 
-    sess = det._session.session
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    det._session.session = ort.InferenceSession(sess._model_path, so, providers=sess.get_providers())
+    return so
+
+
+def no_spinning(det, path: Path, threads: int) -> None:
+    """Rebuild the session of ``det`` (an onnxruntime Detector of ``path``) with :func:`blocking_options`."""
+    import onnxruntime as ort
+
+    providers = det._session.session.get_providers()
+    det._session.session = ort.InferenceSession(str(path), blocking_options(threads), providers=providers)
 
 
 def staged(det, path, clock: dict) -> list:
@@ -204,8 +208,8 @@ def main(argv=None):
     dbd = {"torch fp32": Detector(args.model, **kw), "onnxruntime fp32": Detector(fp32, **kw),
            "onnxruntime int8": Detector(int8, **kw)}
     cfg = dbd["torch fp32"]
-    for name in ("onnxruntime fp32", "onnxruntime int8"):
-        no_spinning(dbd[name], args.threads)
+    for name, path in (("onnxruntime fp32", fp32), ("onnxruntime int8", int8)):
+        no_spinning(dbd[name], path, args.threads)
     sizes = {"onnxruntime fp32": fp32.stat().st_size / 2**20, "onnxruntime int8": int8.stat().st_size / 2**20}
     if not args.no_torch_int8:
         tint8 = args.torch_int8 or torch_int8_file(args.model, args.data, args.torch_calib_n)
