@@ -1,5 +1,7 @@
 """torch's own int8: quantisation, the .torchscript file, Detector and CLI, bad input."""
 import json
+import os
+import stat
 import subprocess
 import sys
 import zipfile
@@ -24,6 +26,9 @@ def int8_file(ic15, tmp_path_factory):
 
 
 def test_file_carries_settings_and_is_smaller(int8_file):
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(int8_file.stat().st_mode) == 0o666 & ~umask  # not mkstemp's private 0600
     module, cfg = load(int8_file)
     assert isinstance(module, torch.jit.ScriptModule)
     assert (cfg["name"], cfg["limit_side_len"], cfg["channel_order"]) == ("ppocrv4", 736, "bgr")
@@ -31,6 +36,7 @@ def test_file_carries_settings_and_is_smaller(int8_file):
         name = next(n for n in z.namelist() if n.endswith("extra/" + EXTRA_QUANT))
         settings = json.loads(z.read(name))
     assert settings["calibration_images"] == 4
+    assert settings["activations"] == "u8 per tensor, minmax"
     assert settings["fp32_modules"] == ["backbone.stem", "backbone.stages.0"]
     assert settings["folded_gates"] == [f"neck.ins.{i}" for i in range(4)]
     det = Detector(int8_file)
@@ -109,9 +115,15 @@ def test_cli_export_then_detect(tmp_path, ic15):
         (calib / p.name).symlink_to(p)
     out = tmp_path / "m.torchscript"
     r = _cli("export", "--model", "ppocrv4", "--int8", "--calib", calib, "--calib-n", "1",
-             "--calib-side-len", "320", "--out", out, "--no-progress")
+             "--calib-side-len", "320", "--observer", "histogram", "--out", out, "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "torch int8" in r.stdout and out.is_file()
+    with zipfile.ZipFile(out) as z:
+        settings = json.loads(z.read(next(n for n in z.namelist() if n.endswith("extra/" + EXTRA_QUANT))))
+    assert settings["activations"] == "u8 per tensor, histogram"
+    r = _cli("export", "--model", "ppocrv4", "--int8", "--calib", calib, "--observer", "histogram",
+             "--out", tmp_path / "m.onnx")
+    assert r.returncode == 2 and "--observer is for torch int8" in r.stderr
     r = _cli("export", "--model", "ppocrv4", "--int8", "--calib", calib, "--out", out)
     assert r.returncode == 2 and "exists" in r.stderr
     r = _cli("export", "--model", "ppocrv4", "--out", tmp_path / "m2.torchscript")
@@ -200,3 +212,31 @@ def test_fp32_regions_work_in_place_with_the_same_result():
         got = inplace(x)
         assert torch.equal(got, traceable(net)(x))
         assert torch.allclose(got, net(x), atol=1e-6)  # the eager network: same maths, other op order
+
+
+def test_observers_set_the_activation_range():
+    """minmax spans every calibration value; histogram clips long tails (why minmax is the default)."""
+    from dbdetect.int8_torch import qconfig_mapping
+
+    torch.manual_seed(0)
+    batches = [torch.distributions.Laplace(0.0, 1.0 + i).sample((1, 4, 64, 64)) for i in range(4)]
+    top = max(float(b.max()) for b in batches)
+    highs = {}
+    for observer in ("minmax", "histogram"):
+        obs = qconfig_mapping((), observer).global_qconfig.activation()
+        for b in batches:
+            obs(b)
+        scale, zero_point = (float(v) for v in obs.calculate_qparams())
+        highs[observer] = (255 - zero_point) * scale
+        assert obs.dtype == torch.quint8
+    assert highs["minmax"] == pytest.approx(top, rel=0.01)
+    assert highs["histogram"] < 0.95 * top
+    with pytest.raises(ValueError, match="observer must be one of minmax, histogram, got 'l2'"):
+        qconfig_mapping((), "l2")
+
+
+def test_unknown_observer_writes_nothing(tmp_path, ic15):
+    calib = sorted((ic15 / "train" / "images").glob("*.jpg"))[:1]
+    with pytest.raises(ValueError, match="observer must be one of"):
+        quantize_torch("ppocrv4", tmp_path / "x.torchscript", calib, observer="l2", progress=False)
+    assert not (tmp_path / "x.torchscript").exists()

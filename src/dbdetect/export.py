@@ -60,13 +60,21 @@ def _save_atomic(model_proto, path: Path, check=None) -> None:
         onnx.save(model_proto, tmp)
         if check is not None:
             check(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a model file is not secret
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def publish(tmp, path) -> None:
+    """Rename a finished temporary file onto ``path``, readable as any new file would be.
+
+    mkstemp makes the file private (0600); a model file is not secret.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
 
 
 def set_metadata(model_proto, key: str, value: str) -> None:
@@ -421,6 +429,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     q.add_argument("--format", choices=("qdq", "qoperator"), default="qdq", help="onnxruntime quantisation format")
     q.add_argument("--nodes", choices=POLICIES, default="dense",
                    help="which nodes get int8 (default dense: convolutions with groups 1 and >= 16 input channels)")
+    q.add_argument("--observer", choices=("minmax", "histogram"), default=None,
+                   help="torch int8 (.torchscript) only: activation ranges from the min and max seen (default) "
+                        "or torch's histogram (L2-optimal, clips the tails)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
     return p
@@ -439,6 +450,8 @@ def run(args) -> int:
     is_onnx = str(args.model).lower().endswith(".onnx")
     if args.out.suffix.lower() == TORCHSCRIPT:
         return _run_torch_int8(args, is_onnx)
+    if args.observer:
+        raise UserError("--observer is for torch int8 (--out FILE.torchscript); onnxruntime int8 uses MinMax ranges")
     if args.out.suffix.lower() != ".onnx":
         raise UserError(f"--out {args.out}: name it .onnx (onnxruntime) or .torchscript (torch int8, with --int8)")
     if is_onnx and not args.int8:
@@ -475,7 +488,8 @@ def _run_torch_int8(args, is_onnx: bool) -> int:
         raise UserError(f"{args.model} is ONNX; torch int8 starts from a registry name or a checkpoint")
     try:
         quantize_torch(args.model, args.out, args.calib, n=args.calib_n or 32, limit_side_len=args.calib_side_len,
-                       overwrite=args.overwrite, progress=not args.no_progress)
+                       overwrite=args.overwrite, progress=not args.no_progress,
+                       **({"observer": args.observer} if args.observer else {}))
     except (FileExistsError, IsADirectoryError) as exc:
         raise UserError(str(exc)) from None
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB, torch int8)")
