@@ -16,6 +16,7 @@ Needs the ``onnx`` extra: ``pip install "dbdetect[onnx]"``. torch's own int8
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .int8_torch import OBSERVERS
 from .int8_torch import SUFFIX as TORCHSCRIPT
 from .onnx_backend import INSTALL_HINT, META_KEY, cfg_to_json
 
@@ -49,32 +51,35 @@ def _check_out(path: Path, overwrite: bool) -> None:
         raise IsADirectoryError(f"{path} is a directory; give a file name such as model.onnx")
 
 
-def _save_atomic(model_proto, path: Path, check=None) -> None:
-    """Write next to ``path``, run ``check(tmp_path)``, then rename: a crash or a failed
-    check never leaves half a file under ``path`` nor replaces what was there."""
-    onnx = _import_onnx()
+@contextlib.contextmanager
+def atomic_file(path: Path):
+    """Yield a temporary path beside ``path``; on a clean exit it becomes ``path``.
+
+    A crash or an exception inside the block never leaves half a file under ``path``
+    nor replaces what was there. The file gets the permissions of any new file
+    (mkstemp makes it private, 0600; a model file is not secret).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        onnx.save(model_proto, tmp)
-        if check is not None:
-            check(Path(tmp))
-        publish(tmp, path)
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
-def publish(tmp, path) -> None:
-    """Rename a finished temporary file onto ``path``, readable as any new file would be.
-
-    mkstemp makes the file private (0600); a model file is not secret.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+def _save_atomic(model_proto, path: Path, check=None) -> None:
+    """Save through :func:`atomic_file`, running ``check(tmp_path)`` before the rename."""
+    onnx = _import_onnx()
+    with atomic_file(path) as tmp:
+        onnx.save(model_proto, str(tmp))
+        if check is not None:
+            check(tmp)
 
 
 def set_metadata(model_proto, key: str, value: str) -> None:
@@ -429,7 +434,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     q.add_argument("--format", choices=("qdq", "qoperator"), default="qdq", help="onnxruntime quantisation format")
     q.add_argument("--nodes", choices=POLICIES, default="dense",
                    help="which nodes get int8 (default dense: convolutions with groups 1 and >= 16 input channels)")
-    q.add_argument("--observer", choices=("minmax", "histogram"), default=None,
+    q.add_argument("--observer", choices=OBSERVERS, default=None,
                    help="torch int8 (.torchscript) only: activation ranges from the min and max seen (default) "
                         "or torch's histogram (L2-optimal, clips the tails)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -480,7 +485,7 @@ def run(args) -> int:
 def _run_torch_int8(args, is_onnx: bool) -> int:
     """``dbdetect export --int8 --out model.torchscript``: torch's own int8 (:mod:`dbdetect.int8_torch`)."""
     from .cli import UserError
-    from .int8_torch import quantize_torch
+    from .int8_torch import DEFAULT_OBSERVER, quantize_torch
 
     if not args.int8:
         raise UserError(f"--out {args.out}: a .torchscript file is torch's int8; add --int8 --calib DIR")
@@ -489,7 +494,7 @@ def _run_torch_int8(args, is_onnx: bool) -> int:
     try:
         quantize_torch(args.model, args.out, args.calib, n=args.calib_n or 32, limit_side_len=args.calib_side_len,
                        overwrite=args.overwrite, progress=not args.no_progress,
-                       **({"observer": args.observer} if args.observer else {}))
+                       observer=args.observer or DEFAULT_OBSERVER)
     except (FileExistsError, IsADirectoryError) as exc:
         raise UserError(str(exc)) from None
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB, torch int8)")

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -91,13 +89,17 @@ def traceable(net: nn.Module, fp32_modules=()) -> nn.Module:
     return net
 
 
+def _check_observer(observer: str) -> None:
+    if observer not in OBSERVERS:
+        raise ValueError(f"observer must be one of {', '.join(OBSERVERS)}, got {observer!r}")
+
+
 def qconfig_mapping(fp32_modules=(), observer: str = DEFAULT_OBSERVER):
     """Per-channel int8 weights, full-range uint8 activations (ranges by ``observer``); ``fp32_modules`` left out."""
     from torch.ao.quantization import (HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver, QConfig,
                                        get_default_qconfig_mapping)
 
-    if observer not in OBSERVERS:
-        raise ValueError(f"observer must be one of {', '.join(OBSERVERS)}, got {observer!r}")
+    _check_observer(observer)
     kind = MinMaxObserver if observer == "minmax" else HistogramObserver
     act = kind.with_args(dtype=torch.quint8, reduce_range=False)  # VNNI: no 7-bit workaround
     weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
@@ -150,20 +152,13 @@ def to_torchscript(module: nn.Module, example: torch.Tensor) -> torch.jit.Script
 
 def save(module: torch.jit.ScriptModule, cfg: dict, settings: dict, path: Path) -> None:
     """Write next to ``path`` and rename: never half a file, never a replaced one on failure."""
-    from .export import publish
+    from .export import atomic_file
     from .onnx_backend import cfg_to_json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.jit.save(module, tmp, _extra_files={EXTRA_CFG: cfg_to_json(cfg),
-                                                   EXTRA_QUANT: json.dumps(settings, sort_keys=True)})
+    with atomic_file(path) as tmp:
+        torch.jit.save(module, str(tmp), _extra_files={EXTRA_CFG: cfg_to_json(cfg),
+                                                        EXTRA_QUANT: json.dumps(settings, sort_keys=True)})
         load(tmp)  # it reads back
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load(path) -> tuple[torch.jit.ScriptModule, dict]:
@@ -212,8 +207,7 @@ def quantize_torch(model, out_path, calibration_images, n: int = 32, limit_side_
 
     out_path = Path(out_path)
     _check_out(out_path, overwrite)
-    if observer not in OBSERVERS:
-        raise ValueError(f"observer must be one of {', '.join(OBSERVERS)}, got {observer!r}")
+    _check_observer(observer)  # before the long calibration
     paths = calibration_paths(calibration_images, n)
     _first_readable(paths, calibration_images)
     net = models.create(model, pretrained=True)
