@@ -8,6 +8,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from dbdetect import _native
+
 # Guards against a "min" limit blowing up very elongated images (20000x300 ->
 # 49000x736); PaddleOCR has the same kind of cap (max_side_limit).
 MAX_SIDE = 4000
@@ -40,10 +42,10 @@ def _luts(cfg: dict) -> np.ndarray:
 def normalize(img_rgb: np.ndarray, cfg: dict) -> np.ndarray:
     """uint8 RGB (H, W, 3) -> float32 (3, H, W) in the model's channel order and scale.
 
-    A uint8 image has only 256 levels per channel, so each output plane is a
-    table look-up (cv2.LUT) written straight into its place in the CHW array:
-    one pass, no float temporaries, about 5x faster than the NumPy formula
-    and equal to it bit for bit.
+    A uint8 image has only 256 levels per channel, so every output value is a
+    table look-up: the native core reads each pixel once and writes the three
+    planes in place, on OpenCV's thread budget. Equal bit for bit to the
+    NumPy formula (the fallback for other dtypes), and about 5x faster.
     """
     order = (2, 1, 0) if cfg.get("channel_order", "rgb") == "bgr" else (0, 1, 2)
     if img_rgb.dtype != np.uint8 or img_rgb.ndim != 3 or img_rgb.shape[2] != 3:
@@ -51,12 +53,10 @@ def normalize(img_rgb: np.ndarray, cfg: dict) -> np.ndarray:
         mean = np.asarray(cfg["mean"], np.float32) * 255.0
         inv_std = 1.0 / (np.asarray(cfg["std"], np.float32) * 255.0)
         return np.ascontiguousarray(((img - mean) * inv_std).transpose(2, 0, 1))
-    luts = _luts(cfg)
-    planes = cv2.split(img_rgb)
-    out = np.empty((3,) + img_rgb.shape[:2], np.float32)
-    for c, src in enumerate(order):
-        cv2.LUT(planes[src], luts[c], dst=out[c])
-    return out
+    img = img_rgb
+    if img.strides[1:] != (3, 1) or img.strides[0] < 3 * img.shape[1]:  # e.g. a flipped or column-sliced view
+        img = np.ascontiguousarray(img)
+    return _native.preprocess_normalize_u8(img, _luts(cfg), order, cv2.getNumThreads())
 
 
 def prepare(img_rgb: np.ndarray, cfg: dict, limit_side_len: int, limit_type: str) -> np.ndarray:
