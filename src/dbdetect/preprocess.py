@@ -44,8 +44,8 @@ def normalize(img_rgb: np.ndarray, cfg: dict) -> np.ndarray:
 
     A uint8 image has only 256 levels per channel, so every output value is a
     table look-up: the native core reads each pixel once and writes the three
-    planes in place, on OpenCV's thread budget. Equal bit for bit to the
-    NumPy formula (the fallback for other dtypes), and about 5x faster.
+    planes in place. Equal bit for bit to the NumPy formula (the fallback for
+    other dtypes); faster than cv2.split + cv2.LUT per plane, which it replaced.
     """
     order = (2, 1, 0) if cfg.get("channel_order", "rgb") == "bgr" else (0, 1, 2)
     if img_rgb.dtype != np.uint8 or img_rgb.ndim != 3 or img_rgb.shape[2] != 3:
@@ -56,7 +56,7 @@ def normalize(img_rgb: np.ndarray, cfg: dict) -> np.ndarray:
     img = img_rgb
     if img.strides[1:] != (3, 1) or img.strides[0] < 3 * img.shape[1]:  # e.g. a flipped or column-sliced view
         img = np.ascontiguousarray(img)
-    return _native.preprocess_normalize_u8(img, _luts(cfg), order, cv2.getNumThreads())
+    return _native.preprocess_normalize_u8(img, _luts(cfg), order)
 
 
 def prepare(img_rgb: np.ndarray, cfg: dict, limit_side_len: int, limit_type: str) -> np.ndarray:
