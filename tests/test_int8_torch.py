@@ -121,6 +121,20 @@ def test_cli_export_then_detect(tmp_path, ic15):
     with zipfile.ZipFile(out) as z:
         settings = json.loads(z.read(next(n for n in z.namelist() if n.endswith("extra/" + EXTRA_QUANT))))
     assert settings["activations"] == "u8 per tensor, histogram"
+    assert settings["fp32_modules"] == ["backbone.stem", "backbone.stages.0"]
+    out2 = tmp_path / "m_s4.torchscript"
+    r = _cli("export", "--model", "ppocrv4", "--int8", "--calib", calib, "--calib-n", "1", "--calib-side-len", "320",
+             "--fp32", "backbone.stem,backbone.stages.0,backbone.stages.4", "--out", out2, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    with zipfile.ZipFile(out2) as z:
+        settings = json.loads(z.read(next(n for n in z.namelist() if n.endswith("extra/" + EXTRA_QUANT))))
+    assert settings["fp32_modules"] == ["backbone.stem", "backbone.stages.0", "backbone.stages.4"]
+    r = _cli("export", "--model", "ppocrv4", "--int8", "--calib", calib, "--fp32", "backbone.nope",
+             "--out", tmp_path / "m3.torchscript")
+    assert r.returncode == 2 and "backbone.nope" in r.stderr and not (tmp_path / "m3.torchscript").exists()
+    r = _cli("export", "--model", "ppocrv4", "--int8", "--calib", calib, "--fp32", "backbone.stem",
+             "--out", tmp_path / "m.onnx")
+    assert r.returncode == 2 and "--fp32 is for torch int8" in r.stderr
     r = _cli("export", "--model", "ppocrv4", "--int8", "--calib", calib, "--observer", "histogram",
              "--out", tmp_path / "m.onnx")
     assert r.returncode == 2 and "--observer is for torch int8" in r.stderr

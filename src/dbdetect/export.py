@@ -437,6 +437,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     q.add_argument("--observer", choices=OBSERVERS, default=None,
                    help="torch int8 (.torchscript) only: activation ranges from the min and max seen (default) "
                         "or torch's histogram (L2-optimal, clips the tails)")
+    q.add_argument("--fp32", default=None, metavar="NAMES",
+                   help="torch int8 (.torchscript) only: comma-separated module names to keep in fp32 "
+                        "(default backbone.stem,backbone.stages.0; 'none' quantises everything)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
     return p
@@ -457,6 +460,8 @@ def run(args) -> int:
         return _run_torch_int8(args, is_onnx)
     if args.observer:
         raise UserError("--observer is for torch int8 (--out FILE.torchscript); onnxruntime int8 uses MinMax ranges")
+    if args.fp32 is not None:
+        raise UserError("--fp32 is for torch int8 (--out FILE.torchscript); onnxruntime int8 uses --nodes")
     if args.out.suffix.lower() != ".onnx":
         raise UserError(f"--out {args.out}: name it .onnx (onnxruntime) or .torchscript (torch int8, with --int8)")
     if is_onnx and not args.int8:
@@ -491,9 +496,10 @@ def _run_torch_int8(args, is_onnx: bool) -> int:
         raise UserError(f"--out {args.out}: a .torchscript file is torch's int8; add --int8 --calib DIR")
     if is_onnx:
         raise UserError(f"{args.model} is ONNX; torch int8 starts from a registry name or a checkpoint")
+    fp32 = None if args.fp32 is None else [m for m in args.fp32.split(",") if m.strip() not in ("", "none")]
     try:
         quantize_torch(args.model, args.out, args.calib, n=args.calib_n or 32, limit_side_len=args.calib_side_len,
-                       overwrite=args.overwrite, progress=not args.no_progress,
+                       fp32_modules=fp32, overwrite=args.overwrite, progress=not args.no_progress,
                        observer=args.observer or DEFAULT_OBSERVER)
     except (FileExistsError, IsADirectoryError) as exc:
         raise UserError(str(exc)) from None
