@@ -89,7 +89,7 @@ def test_native_rejects_wrong_dtype_or_rank(img):
 
 
 def test_native_rejects_random_bad_buffers():
-    # Random shapes, dtypes and strides: each call returns the twin's answer or raises, never crashes.
+    # Random shapes, dtypes and strides: each call returns planes of the right shape or raises, never crashes.
     rng = np.random.default_rng(11)
     for _ in range(200):
         shape = tuple(int(v) for v in rng.integers(0, 6, rng.integers(1, 5)))

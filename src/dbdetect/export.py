@@ -496,7 +496,9 @@ def _run_torch_int8(args, is_onnx: bool) -> int:
         raise UserError(f"--out {args.out}: a .torchscript file is torch's int8; add --int8 --calib DIR")
     if is_onnx:
         raise UserError(f"{args.model} is ONNX; torch int8 starts from a registry name or a checkpoint")
-    fp32 = None if args.fp32 is None else [m for m in args.fp32.split(",") if m.strip() not in ("", "none")]
+    fp32 = None
+    if args.fp32 is not None:
+        fp32 = [m for m in (n.strip() for n in args.fp32.split(",")) if m not in ("", "none")]
     try:
         quantize_torch(args.model, args.out, args.calib, n=args.calib_n or 32, limit_side_len=args.calib_side_len,
                        fp32_modules=fp32, overwrite=args.overwrite, progress=not args.no_progress,
