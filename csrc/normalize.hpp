@@ -16,6 +16,11 @@ struct NormalizeJob {
   float* dst;                  // (3, height, width), contiguous
 };
 
+// Outputs at least this large (and with a plane size that is a multiple of 4, as
+// every network input is) are written with non-temporal stores on x86-64: more
+// than a core's L2 here.
+constexpr std::size_t kStreamBytes = std::size_t{4} << 20;
+
 // Fills job.dst in one pass over the source, on the calling thread: memory-bound,
 // and it runs right after a forward pass or beside one (the streaming pipeline),
 // where a second thread measured no faster.

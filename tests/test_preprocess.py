@@ -40,6 +40,19 @@ def test_large_image_matches_twin():
                                   reference_normalize(img, CFG))
 
 
+@pytest.mark.parametrize("w", [1, 2, 3, 5, 7, 1299])
+@pytest.mark.parametrize("extra_rows", [0, 1])
+def test_streamed_output_matches_twin_at_every_alignment(w, extra_rows):
+    # Outputs of 4 MiB or more whose plane size is a multiple of 4 take the
+    # non-temporal store path: odd widths start rows at every 16-byte offset, so
+    # head, body and tail all run; an odd plane size takes the plain path.
+    rng = np.random.default_rng(w)
+    h = ((4 << 20) // (12 * w) + 3) // 4 * 4 + 4 + extra_rows
+    img = rng.integers(0, 256, (h, w + 1, 3), dtype=np.uint8)[:, 1:]  # row stride != 3 * w
+    np.testing.assert_array_equal(_native.preprocess_normalize_u8(img, _luts(CFG), (2, 1, 0)),
+                                  reference_normalize(img, CFG))
+
+
 def test_every_level_and_empty_images():
     img = np.arange(256, dtype=np.uint8).repeat(3).reshape(16, 16, 3)
     np.testing.assert_array_equal(normalize(img, CFG), reference_normalize(img, CFG))
