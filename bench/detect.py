@@ -133,10 +133,11 @@ def onnx_files(model: str, data: Path, calib_n: int, opset: int) -> tuple[Path, 
 
 def torch_int8_file(model: str, data: Path, calib_n: int) -> Path:
     """torch's own int8 of ``model`` in the bench cache (made once; calibrated on ICDAR train)."""
-    from dbdetect.int8_torch import DEFAULT_OBSERVER, SUFFIX, quantize_torch
+    from dbdetect.int8_torch import DEFAULT_OBSERVER, LOGIT_RANGE, SUFFIX, quantize_torch
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"{model}_torch_int8_calib{calib_n}_{DEFAULT_OBSERVER}{SUFFIX}"
+    # named by every setting that changes the file, so that an older one is not reused
+    path = CACHE / f"{model}_torch_int8_calib{calib_n}_{DEFAULT_OBSERVER}_logits{LOGIT_RANGE:g}{SUFFIX}"
     if not path.exists():
         quantize_torch(model, path, data / "icdar2015" / "train" / "images", n=calib_n)
     return path

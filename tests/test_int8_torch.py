@@ -39,6 +39,7 @@ def test_file_carries_settings_and_is_smaller(int8_file):
     assert settings["activations"] == "u8 per tensor, minmax"
     assert settings["fp32_modules"] == ["backbone.stem", "backbone.stages.0"]
     assert settings["folded_gates"] == [f"neck.ins.{i}" for i in range(4)]
+    assert settings["prob_logits"] == "u8, fixed range +-8"
     det = Detector(int8_file)
     assert det.limit_side_len == 736 and det.post_kwargs["box_thresh"] == Detector("ppocrv4").post_kwargs["box_thresh"]
     # int8 weights: well under half of the fp32 parameters' bytes
@@ -190,6 +191,50 @@ def test_folded_gate_matches_the_float_layer(seed):
             assert torch.equal(layer(qx[i:i + 1]).int_repr(), got[i:i + 1].int_repr())
         # and it matters: without it (gate 1) the output would be far off
         assert float((ref - rse.conv(qx.dequantize())).abs().mean()) > 4 * scale
+
+
+def test_thresholds_still_tell_maps_apart(int8_file, ic15):
+    """The map is graded, not a few levels: with min/max logits it had ten values and
+    every thresh between 0.19 and 0.5 drew the same boxes."""
+    prob = Detector(int8_file, num_threads=2).probability_map(ic15 / "test" / "images" / "img_1.jpg")
+    assert len(np.unique(prob)) > 50
+    counts = [int((prob > t).sum()) for t in (0.2, 0.25, 0.3, 0.4)]
+    assert counts[0] > counts[1] > counts[2] > counts[3] > 0, counts
+
+
+def test_tune_scores_an_int8_file_like_detector(int8_file, ic15, tmp_path, capsys):
+    from dbdetect.cli import main
+    from dbdetect.data import read_folder
+    from dbdetect.evaluate import evaluate_detections
+    from dbdetect.tune import Grid, save_tuned, tune
+
+    samples = [s for s in read_folder(ic15 / "test") if s.image_path.name in WANTED[:3]]
+    grid = Grid(limit_side_len=(480,), thresh=(0.2, 0.45), box_thresh=(0.5,), unclip_ratio=(1.6,), use_dilation=(True,))
+    rows = tune(str(int8_file), samples, grid, progress=False)
+    assert len(rows) == 2
+    for r in rows:
+        det = Detector(int8_file, limit_side_len=480, thresh=r["thresh"], box_thresh=0.5, unclip_ratio=1.6,
+                       use_dilation=True, num_threads=2)
+        ref = evaluate_detections(samples, [det(s.image_path) for s in samples])
+        assert (r["matched"], r["num_det_care"], r["hmean"]) == (ref["matched"], ref["num_det_care"], ref["hmean"])
+    # settings go into checkpoints only: refused before anything is written
+    with pytest.raises(ValueError, match="exported file"):
+        save_tuned(int8_file, rows[0], tmp_path / "t.pt")
+    assert main(["tune", "--data", str(ic15 / "test"), "--model", str(int8_file), "--out", str(tmp_path / "t.pt")]) == 2
+    assert "exported file" in capsys.readouterr().err and not (tmp_path / "t.pt").exists()
+
+
+def test_probability_logits_have_a_fixed_range():
+    from dbdetect.int8_torch import LOGIT_RANGE, PROB_LOGITS, qconfig_mapping
+
+    for observer in ("minmax", "histogram"):
+        mapping = qconfig_mapping((), observer)
+        obs = mapping.module_name_qconfigs[PROB_LOGITS].activation()
+        obs(torch.linspace(-180.0, 180.0, 1000))  # what calibration sees does not widen it
+        scale, zero_point = (float(v) for v in obs.calculate_qparams())
+        assert (scale, zero_point) == (2 * LOGIT_RANGE / 256, 128)
+    assert PROB_LOGITS not in qconfig_mapping([PROB_LOGITS]).module_name_qconfigs or \
+        qconfig_mapping([PROB_LOGITS]).module_name_qconfigs[PROB_LOGITS] is None
 
 
 def test_gate_folding_can_be_switched_off(ic15):

@@ -35,6 +35,13 @@ DEFAULT_FP32 = ("backbone.stem", "backbone.stages.0")
 # ppocrv4_ic15 scored lower with it on held-out images (README).
 OBSERVERS = ("minmax", "histogram")
 DEFAULT_OBSERVER = "minmax"
+# The probability map's logits (the last deconv's output, the sigmoid's input) get a
+# fixed uint8 range of +-LOGIT_RANGE, not the range seen in calibration. Those logits
+# reach -170 and +100 on a few training images, so min/max gave steps of 1 to 1.4 and
+# the map 10-15 values: every thresh between 0.19 and 0.5 drew the same boxes. Beyond
+# +-8 the sigmoid is within 4e-4 of 0 or 1: nothing a threshold can tell apart is clipped.
+PROB_LOGITS = "head.binarize.up2"
+LOGIT_RANGE = 8.0
 
 
 class _ScalarAffine(nn.Module):
@@ -95,9 +102,12 @@ def _check_observer(observer: str) -> None:
 
 
 def qconfig_mapping(fp32_modules=(), observer: str = DEFAULT_OBSERVER):
-    """Per-channel int8 weights, full-range uint8 activations (ranges by ``observer``); ``fp32_modules`` left out."""
-    from torch.ao.quantization import (HistogramObserver, MinMaxObserver, PerChannelMinMaxObserver, QConfig,
-                                       get_default_qconfig_mapping)
+    """Per-channel int8 weights, full-range uint8 activations (ranges by ``observer``); ``fp32_modules`` left out.
+
+    The probability logits (:data:`PROB_LOGITS`) get the fixed range +-:data:`LOGIT_RANGE`.
+    """
+    from torch.ao.quantization import (FixedQParamsObserver, HistogramObserver, MinMaxObserver,
+                                       PerChannelMinMaxObserver, QConfig, get_default_qconfig_mapping)
 
     _check_observer(observer)
     kind = MinMaxObserver if observer == "minmax" else HistogramObserver
@@ -105,8 +115,11 @@ def qconfig_mapping(fp32_modules=(), observer: str = DEFAULT_OBSERVER):
     weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
     mapping = get_default_qconfig_mapping("x86").set_global(QConfig(activation=act, weight=weight))
     # torch's x86 ConvTranspose takes per-tensor weights only
-    mapping.set_object_type(nn.ConvTranspose2d, QConfig(activation=act, weight=MinMaxObserver.with_args(
-        dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)))
+    deconv_weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+    mapping.set_object_type(nn.ConvTranspose2d, QConfig(activation=act, weight=deconv_weight))
+    logits = FixedQParamsObserver.with_args(scale=2 * LOGIT_RANGE / 256, zero_point=128, dtype=torch.quint8,
+                                            quant_min=0, quant_max=255)
+    mapping.set_module_name(PROB_LOGITS, QConfig(activation=logits, weight=deconv_weight))
     for name in fp32_modules:
         mapping.set_module_name(name, None)
     return mapping
@@ -229,6 +242,7 @@ def quantize_torch(model, out_path, calibration_images, n: int = 32, limit_side_
     module = to_torchscript(quantized, images[0][..., :64, :64])
     settings = dict(engine="torch x86 (FX graph mode)", weights="s8 per channel",
                     activations=f"u8 per tensor, {observer}", calibration_images=len(images), limit_side_len=side,
+                    prob_logits=f"u8, fixed range +-{LOGIT_RANGE:g}",
                     fp32_modules=keep, folded_gates=quantized.folded_gates)
     save(module, cfg, settings, out_path)
     return out_path

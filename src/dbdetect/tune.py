@@ -39,6 +39,8 @@ import numpy as np
 SETTING_KEYS = ("limit_side_len", "limit_type", "thresh", "box_thresh", "unclip_ratio", "use_dilation", "score_mode")
 # checkpoint entries only training needs; a tuned copy is for inference and is not resumable
 _TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "train_state", "ema")
+# exported files (dbdetect export): tune scores them, save_tuned cannot copy them
+EXPORTED = (".onnx", ".torchscript")
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,13 @@ class Grid:
                                                        self.use_dilation, self.score_mode)]
 
 
+def _is_exported(model) -> bool:
+    """An ``.onnx`` or int8 ``.torchscript`` file: Detector runs it, but it has no checkpoint to copy."""
+    return isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(EXPORTED)
+
+
 def _as_module(model):
+    """What tune runs: an unfused module, or an exported file as its path (Detector opens it)."""
     from torch import nn
 
     from . import models
@@ -104,7 +112,18 @@ def _as_module(model):
         if getattr(model, "fused", False):
             raise ValueError("the model is fused (BatchNorm folded): pass the unfused model or its checkpoint")
         return model
+    if _is_exported(model):
+        if not Path(model).is_file():
+            raise FileNotFoundError(f"model file not found: {model}")
+        return str(model)
     return models.create(model, pretrained=True)
+
+
+def _check_writable_source(model) -> None:
+    if _is_exported(model):
+        raise ValueError(f"{model} is an exported file: tune can score it, but writes settings only into a "
+                         "checkpoint; tune the checkpoint it was exported from (its settings go into the next "
+                         "export), or pass the best settings to dbdetect detect / eval")
 
 
 def _rows(grid: Grid, limit_type: str, counts: np.ndarray) -> list[dict]:
@@ -133,7 +152,9 @@ def tune(model, samples, grid: Grid | dict | None = None, limit_type: str | None
     reports for the same settings.
 
     Args:
-        model: registry name, checkpoint path, or unfused ``nn.Module`` with a ``cfg``.
+        model: registry name, checkpoint path, unfused ``nn.Module`` with a ``cfg``, or
+            an exported ``.onnx`` / int8 ``.torchscript`` file (to score its settings;
+            :func:`save_tuned` writes only checkpoints).
         samples: list of :class:`~dbdetect.data.Sample` (``load_samples(...)``).
         grid: a :class:`Grid` (or a dict of its fields); default ``Grid()``.
         limit_type: "min" or "max" for every size; default the model's.
@@ -204,6 +225,7 @@ def save_tuned(model, settings: dict, out, overwrite: bool = False, info: dict |
     """
     import torch
 
+    _check_writable_source(model)
     out = _check_out(out, overwrite)
     new = {k: settings[k] for k in SETTING_KEYS if k in settings}
     if not new:
@@ -283,7 +305,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "use them by default). Lists are comma-separated.",
     )
     p.add_argument("--data", required=True, help="validation set: dataset folder (images/ + gts/) or PaddleOCR label file")
-    p.add_argument("--model", default="ppocrv4", help="checkpoint path or model name (default: ppocrv4)")
+    p.add_argument("--model", default="ppocrv4",
+                   help="checkpoint path or model name (default: ppocrv4); an exported .onnx or .torchscript "
+                        "file is scored too, without --out")
     p.add_argument("--sizes", type=_list_of(int, "integers"), default=g.limit_side_len,
                    help=f"input sizes, limit_side_len (default {csv(g.limit_side_len)})")
     p.add_argument("--limit-type", choices=("min", "max"), default=None, help="resize rule (default: the model's)")
@@ -321,6 +345,8 @@ def run(args) -> int:
     grid = Grid(limit_side_len=args.sizes, thresh=args.thresh, box_thresh=args.box_thresh,
                 unclip_ratio=args.unclip_ratio, use_dilation=args.dilation, score_mode=args.score_mode)
     # fail before the long search, not after it
+    if args.out:
+        _check_writable_source(args.model)
     out = _check_out(args.out, args.overwrite) if args.out else None
     json_out = _check_out(args.json, args.overwrite) if args.json else None
     samples = load_samples(args.data, fmt=args.format, root=args.root, lenient=args.lenient)
