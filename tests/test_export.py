@@ -201,6 +201,14 @@ def test_bad_inputs(tmp_path, exported, ic15):
     with pytest.raises(ValueError, match="none of its 1 image files is readable"):
         quantize(exported["ppocrv3"], tmp_path / "q.onnx", calib)
     assert not (tmp_path / "q.onnx").exists()
+    images = ic15 / "train" / "images"
+    for kw, msg in ((dict(quant_format="qint"), "quant_format must be 'qdq' or 'qoperator', got 'qint'"),
+                    (dict(nodes="heads"), "nodes must be one of dense, conv, all, got 'heads'"),
+                    (dict(activations="u4"), "activations must be 'u8' or 's8', got 'u4'"),
+                    (dict(weights="int8"), "weights must be 'u8' or 's8', got 'int8'")):
+        with pytest.raises(ValueError, match=msg):
+            quantize(exported["ppocrv3"], tmp_path / "q.onnx", images, n=1, **kw)
+    assert not (tmp_path / "q.onnx").exists()
 
     with pytest.raises(ValueError, match="backend"):
         Detector("ppocrv3", backend="tensorrt")

@@ -233,8 +233,23 @@ def test_probability_logits_have_a_fixed_range():
         obs(torch.linspace(-180.0, 180.0, 1000))  # what calibration sees does not widen it
         scale, zero_point = (float(v) for v in obs.calculate_qparams())
         assert (scale, zero_point) == (2 * LOGIT_RANGE / 256, 128)
-    assert PROB_LOGITS not in qconfig_mapping([PROB_LOGITS]).module_name_qconfigs or \
-        qconfig_mapping([PROB_LOGITS]).module_name_qconfigs[PROB_LOGITS] is None
+    assert qconfig_mapping([PROB_LOGITS]).module_name_qconfigs[PROB_LOGITS] is None
+
+
+def test_last_deconv_kept_fp32_keeps_the_map(ic15):
+    """Kept fp32, the last deconv takes the sigmoid with it (FX would squeeze the logits into [0, 1))."""
+    from dbdetect import models
+    from dbdetect.imageio import load_image
+    from dbdetect.int8_torch import PROB_LOGITS, quantize_module
+    from dbdetect.preprocess import prepare
+
+    net = models.fuse(models.create("ppocrv4", pretrained=True).eval())
+    x = torch.from_numpy(prepare(load_image(ic15 / "test" / "images" / "img_1.jpg"), net.cfg, 256, "max"))[None]
+    q = quantize_module(net, [x], ["backbone.stem", PROB_LOGITS])
+    with torch.no_grad():
+        want, got = net(x), q(x)
+    assert float((got - want).abs().mean()) < 0.02
+    assert float((got > 0.3).float().mean()) < 2 * float((want > 0.3).float().mean()) + 0.01
 
 
 def test_gate_folding_can_be_switched_off(ic15):

@@ -119,18 +119,32 @@ def evaluate_image(gt_polygons, gt_ignore, det_polygons, iou_thresh: float = 0.5
     gt_boxes = [_bbox(g) for g in gts]
     det_boxes = [_bbox(d) for d in dets]
     det_areas = [polygon_area(d) for d in dets]
+    det_dc = _dont_care_detections(gts, gt_ignore, gt_boxes, dets, det_boxes, det_areas, area_thresh)
+    pairs = _match(gts, gt_ignore, gt_boxes, dets, det_boxes, det_areas, det_dc, iou_thresh)
+    n_gt = sum(1 for ig in gt_ignore if not ig)
+    n_det = len(dets) - len(det_dc)
+    return {**_scores(len(pairs), n_gt, n_det), "matched": len(pairs), "num_gt_care": n_gt,
+            "num_det_care": n_det, "pairs": pairs, "det_dont_care": sorted(det_dc)}
 
+
+def _dont_care_detections(gts, gt_ignore, gt_boxes, dets, det_boxes, det_areas, area_thresh) -> set:
+    """Indices of detections lying mostly (> ``area_thresh`` of their area) inside one ``###`` region."""
     det_dc = set()
     dc_gts = [i for i, ig in enumerate(gt_ignore) if ig]
-    if dc_gts:
-        for j, d in enumerate(dets):
-            if det_areas[j] <= 0:
-                continue
-            for i in dc_gts:
-                if _boxes_overlap(gt_boxes[i], det_boxes[j]) and polygon_intersection(gts[i], d) / det_areas[j] > area_thresh:
-                    det_dc.add(j)
-                    break
+    if not dc_gts:
+        return det_dc
+    for j, d in enumerate(dets):
+        if det_areas[j] <= 0:
+            continue
+        for i in dc_gts:
+            if _boxes_overlap(gt_boxes[i], det_boxes[j]) and polygon_intersection(gts[i], d) / det_areas[j] > area_thresh:
+                det_dc.add(j)
+                break
+    return det_dc
 
+
+def _match(gts, gt_ignore, gt_boxes, dets, det_boxes, det_areas, det_dc, iou_thresh) -> list:
+    """One-to-one [gt, det] pairs, greedily in gt order: the first free detection with IoU > ``iou_thresh``."""
     gt_used = [False] * len(gts)
     det_used = [False] * len(dets)
     pairs = []
@@ -148,20 +162,18 @@ def evaluate_image(gt_polygons, gt_ignore, det_polygons, iou_thresh: float = 0.5
             if union > 0 and inter / union > iou_thresh:
                 gt_used[i] = det_used[j] = True
                 pairs.append([i, j])
+    return pairs
 
-    n_gt = sum(1 for ig in gt_ignore if not ig)
-    n_det = len(dets) - len(det_dc)
-    matched = len(pairs)
+
+def _scores(matched: int, n_gt: int, n_det: int) -> dict:
+    """Precision, recall and H-mean; an image with nothing to find scores recall 1."""
     if n_gt == 0:
         recall, precision = 1.0, (0.0 if n_det > 0 else 1.0)
     else:
         recall = matched / n_gt
         precision = matched / n_det if n_det > 0 else 0.0
     hmean = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return {
-        "precision": precision, "recall": recall, "hmean": hmean, "matched": matched,
-        "num_gt_care": n_gt, "num_det_care": n_det, "pairs": pairs, "det_dont_care": sorted(det_dc),
-    }
+    return {"precision": precision, "recall": recall, "hmean": hmean}
 
 
 def evaluate_detections(gt, dets, names=None, iou_thresh: float = 0.5, area_thresh: float = 0.5) -> dict:

@@ -288,6 +288,16 @@ def _read_fp32(onnx_path: Path):
     return _import_onnx().load(str(onnx_path)), sess.cfg, sess.input_name
 
 
+def _check_quant_options(quant_format: str, nodes: str, activations: str, weights: str) -> None:
+    if quant_format not in ("qdq", "qoperator"):
+        raise ValueError(f"quant_format must be 'qdq' or 'qoperator', got {quant_format!r}")
+    if nodes not in POLICIES:
+        raise ValueError(f"nodes must be one of {', '.join(POLICIES)}, got {nodes!r}")
+    for what, v in (("activations", activations), ("weights", weights)):
+        if v not in _QTYPES:
+            raise ValueError(f"{what} must be 'u8' or 's8', got {v!r}")
+
+
 def quantize(onnx_path, out_path, calibration_images, n: int = 100, limit_side_len: int | None = None,
              limit_type: str | None = None, quant_format: str = "qdq", activations: str = "u8",
              weights: str = "s8", nodes: str = "dense",
@@ -327,13 +337,7 @@ def quantize(onnx_path, out_path, calibration_images, n: int = 100, limit_side_l
 
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     _check_out(out_path, overwrite)
-    if quant_format not in ("qdq", "qoperator"):
-        raise ValueError(f"quant_format must be 'qdq' or 'qoperator', got {quant_format!r}")
-    if nodes not in POLICIES:
-        raise ValueError(f"nodes must be one of {', '.join(POLICIES)}, got {nodes!r}")
-    for what, v in (("activations", activations), ("weights", weights)):
-        if v not in _QTYPES:
-            raise ValueError(f"{what} must be 'u8' or 's8', got {v!r}")
+    _check_quant_options(quant_format, nodes, activations, weights)
     proto, meta, input_name = _read_fp32(onnx_path)
     if any(node.op_type in ("QuantizeLinear", "QLinearConv") for node in proto.graph.node):
         raise ValueError(f"{onnx_path} is already quantised")

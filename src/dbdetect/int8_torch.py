@@ -122,6 +122,10 @@ def qconfig_mapping(fp32_modules=(), observer: str = DEFAULT_OBSERVER):
     mapping.set_module_name(PROB_LOGITS, QConfig(activation=logits, weight=deconv_weight))
     for name in fp32_modules:
         mapping.set_module_name(name, None)
+    if PROB_LOGITS in fp32_modules:
+        # the sigmoid after it too: FX would quantise its float input with the sigmoid's
+        # fixed *output* range [0, 1), and every pixel would come out at 0.5 or above
+        mapping.set_module_name_object_type_order(PROB_LOGITS.rpartition(".")[0], torch.sigmoid, 0, None)
     return mapping
 
 
