@@ -4,7 +4,8 @@
 :func:`traceable` (a copy FX can trace faithfully), :func:`quantize_module`
 (FX graph mode: per-channel int8 weights, uint8 activations whose ranges are
 the min and max seen on real images at the model's resize setting, the probability
-logits on a fixed range (:data:`LOGIT_RANGE`), then real int8 kernels, RSE-FPN's 1x1 gates folded into their convs by :mod:`dbdetect.int8_gates`)
+logits on a fixed range (:data:`LOGIT_RANGE`), then real int8 kernels, RSE-FPN's
+1x1 gates folded into their convs by :mod:`dbdetect.int8_gates`)
 and :func:`save` (traced, frozen TorchScript carrying the model's cfg).
 The file runs with torch alone: ``Detector("model_int8.torchscript")``.
 

@@ -39,8 +39,6 @@ import numpy as np
 SETTING_KEYS = ("limit_side_len", "limit_type", "thresh", "box_thresh", "unclip_ratio", "use_dilation", "score_mode")
 # checkpoint entries only training needs; a tuned copy is for inference and is not resumable
 _TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "train_state", "ema")
-# exported files (dbdetect export): tune scores them, save_tuned cannot copy them
-EXPORTED = (".onnx", ".torchscript")
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,9 @@ class Grid:
 
 def _is_exported(model) -> bool:
     """An ``.onnx`` or int8 ``.torchscript`` file: Detector runs it, but it has no checkpoint to copy."""
-    return isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(EXPORTED)
+    from .detector import TORCHSCRIPT, _is_file_of
+
+    return _is_file_of(model, ".onnx") or _is_file_of(model, TORCHSCRIPT)
 
 
 def _as_module(model):
