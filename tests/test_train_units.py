@@ -8,7 +8,7 @@ import pytest
 
 from dbdetect.cli import main
 from dbdetect.data.dataset import EpochBatchSampler, steps_per_epoch
-from dbdetect.train import lr_lambda_factory, plot_metrics
+from dbdetect.train import _pick_device, lr_lambda_factory, plot_metrics
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -19,6 +19,33 @@ def test_lr_schedule_warmup_then_cosine():
     assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
     vals = [f(s) for s in range(10, 111)]
     assert all(a >= b for a, b in zip(vals, vals[1:]))
+
+
+@pytest.mark.parametrize("requested, world, local_rank, want", [
+    ("cuda", 1, 0, "cuda:3"),    # plain "cuda" and the default: the current device, with its index
+    (None, 1, 0, "cuda:3"),
+    ("cuda:1", 1, 0, "cuda:1"),
+    ("cuda", 2, 1, "cuda:1"),    # torchrun: one device per local rank
+    ("cpu", 1, 0, "cpu"),
+])
+def test_pick_device_gives_set_device_an_index(monkeypatch, requested, world, local_rank, want):
+    import torch
+
+    chosen = []
+
+    def set_device(dev):
+        # what torch.cuda.set_device checks first (seen on a CUDA machine: "Expected a
+        # torch.device with a specified index or an integer, but got:cuda")
+        if dev.index is None:
+            raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{dev}")
+        chosen.append(dev)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    dev = _pick_device(requested, local_rank, world)
+    assert str(dev) == want
+    assert chosen == ([dev] if dev.type == "cuda" else [])
 
 
 def test_sampler_is_deterministic_sharded_and_resumable():

@@ -184,6 +184,10 @@ def _pick_device(requested, local_rank: int, world: int):
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda" and world > 1:
         dev = torch.device("cuda", local_rank)
+    elif dev.type == "cuda" and dev.index is None:
+        # torch.cuda.set_device refuses a device without an index ("Expected a
+        # torch.device with a specified index"): plain "cuda" means the current one
+        dev = torch.device("cuda", torch.cuda.current_device())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     return dev
