@@ -18,7 +18,7 @@ from dbdetect.export import quantize, to_onnx  # noqa: E402
 from dbdetect.onnx_backend import META_KEY, OnnxSession  # noqa: E402
 
 # Small inputs keep CI lean; the PP-OCR models run at their own short side 736 (ppocrv4_ic15's
-# registry 1280 only changes the resize, not the graph).
+# registry 1440 only changes the resize, not the graph).
 SIDE = {"ppocrv4": 736, "ppocrv3": 736, "ppocrv4_ic15": 736, "dbnet_resnet18": 256}
 
 
@@ -97,7 +97,7 @@ def test_metadata_round_trip(exported):
     assert stored["mean"] == list(net.cfg["mean"]) and stored["std"] == list(net.cfg["std"])
     det = Detector(exported["ppocrv4_ic15"])  # the file alone gives the registry settings
     ref = Detector("ppocrv4_ic15")
-    assert (det.limit_side_len, det.limit_type) == (ref.limit_side_len, ref.limit_type) == (1280, "min")
+    assert (det.limit_side_len, det.limit_type) == (ref.limit_side_len, ref.limit_type) == (1440, "min")
     assert det.post_kwargs == ref.post_kwargs
 
 

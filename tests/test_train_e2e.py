@@ -116,6 +116,22 @@ def test_resume_after_the_starting_checkpoint_is_gone(tiny_set, tmp_path):
     assert json.loads((run / "args.json").read_text())["val_limit_side_len"] == 256
 
 
+def test_keep_snapshots_writes_the_deployed_weights_of_each_save(tiny_set, tmp_path):
+    from dbdetect import models
+
+    run = tmp_path / "run"
+    assert main(["train", "--train", str(tiny_set), "--model", MODEL, "--epochs", "2", "--batch-size", "2",
+                 "--size", "256", "--lr", "1e-3", "--ema", "0.9", "--save-every", "3", "--keep-snapshots",
+                 "--workers", "0", "--no-progress", "--threads", "2", "--out", str(run)]) == 0
+    assert sorted(p.name for p in run.glob("step_*.pt")) == ["step_3.pt"]  # 4 steps, saved every 3
+    snap = _load(run / "step_3.pt")
+    assert snap["step"] == 3 and "optimizer" not in snap and "ema" not in snap
+    # the weight average (what best.pt would hold), not the trained weights; loadable by name
+    last = _load(run / "last.pt")
+    assert any(not torch.equal(v, last["model"][k]) for k, v in snap["model"].items() if v.is_floating_point())
+    assert models.create(str(run / "step_3.pt")).cfg["arch"] == MODEL
+
+
 def test_eval_cli_on_checkpoint(tiny_set, tmp_path):
     pytest.importorskip("dbdetect.detector")
     out = tmp_path / "res.json"

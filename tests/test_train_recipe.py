@@ -84,9 +84,10 @@ def test_recipe_values_are_checked(tmp_path, capsys):
     base = ["train", "--train", str(tmp_path), "--out", str(tmp_path / "run")]
     for extra, msg in ((["--ema", "1.5"], "--ema"), (["--size-max", "600"], "--size-max"),
                        (["--size", "640", "--size-max", "608"], "--size-max"), (["--ohem-ratio", "0"], "--ohem-ratio"),
-                       (["--max-angle", "-3"], "--max-angle")):
+                       (["--max-angle", "-3"], "--max-angle"), (["--keep-snapshots"], "--save-every")):
         assert main(base + extra) == 2
         assert msg in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def _synthetic_samples(tmp_path, n=3):

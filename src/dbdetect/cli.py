@@ -36,10 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
     for name, modname in _SUBCOMMANDS.items():
         try:
             mod = importlib.import_module(modname)
-        except ImportError:
-            continue  # subcommand not built yet
+        except ImportError as exc:
+            _add_unavailable(sub, name, modname, exc)
+            continue
         mod.add_parser(sub)
     return parser
+
+
+def _add_unavailable(sub, name: str, modname: str, exc: ImportError) -> None:
+    """Register a subcommand whose module failed to import, so that choosing it names the cause
+    (a missing torch, a broken native build) instead of argparse's "invalid choice"."""
+    reason = f"cannot import {modname} ({type(exc).__name__}: {exc})"
+    # no option prefix: every argument, "--data" included, is taken as-is so the cause is reported
+    p = sub.add_parser(name, help=f"unavailable: {reason}", add_help=False, prefix_chars="\x01")
+    p.add_argument("rest", nargs="*")
+
+    def run(args):
+        raise UserError(f"{reason}; reinstall dbdetect (pip install .) or check its dependencies")
+
+    p.set_defaults(func=run)
 
 
 def main(argv: list[str] | None = None) -> int:

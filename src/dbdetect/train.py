@@ -143,6 +143,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--val-limit", type=int, default=None, help="validate on the first N images only")
     p.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and at the end)")
     p.add_argument("--save-every", type=int, default=0, help="also write last.pt every N steps (0 = epoch ends only)")
+    p.add_argument("--keep-snapshots", action="store_true",
+                   help="with --save-every, also keep each of those checkpoints' deployed weights (the EMA's "
+                        "with --ema) as step_N.pt, to choose among them on held-out images")
     p.add_argument("--log-every", type=int, default=10, help="write a train line to metrics.jsonl every N steps")
     p.add_argument("--time-limit", type=float, default=None, help="stop (resumably) after this many minutes")
     p.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after N steps in this session")
@@ -331,6 +334,8 @@ def run(args) -> int:
     import torch
     import torch.distributed as dist
 
+    if args.keep_snapshots and not args.save_every:
+        raise ValueError("--keep-snapshots keeps the --save-every checkpoints: give --save-every N too")
     rank, world, local_rank = _dist_info()
     ckpt, out = _open_checkpoint(args)
     saved = ckpt["train_state"]["hparams"] if ckpt else None
@@ -684,6 +689,8 @@ class _Session:
                 t_log, steps_since_log, waited = now, 0, 0.0
             if args.save_every and self.step % args.save_every == 0:
                 self._checkpoint(self.out / "last.pt")
+                if args.keep_snapshots:
+                    self._checkpoint(self.out / f"step_{self.step}.pt", resumable=False)
             if args.stop_after is not None and self.session_steps >= args.stop_after:
                 self.stop_reason = f"--stop-after {args.stop_after}"
             elif args.time_limit is not None and time.perf_counter() - self.t_start > args.time_limit * 60:

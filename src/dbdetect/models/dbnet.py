@@ -37,7 +37,7 @@ _PPOCR_CFG = dict(
 # Tuned for ppocrv4_ic15 with `dbdetect tune` on 100 held-out ICDAR 2015 training images
 # (img_901..img_1000): word-level boxes on small, blurred text want a larger input and a
 # stricter box score.
-_PPOCR_IC15_CFG = dict(_PPOCR_CFG, limit_side_len=1280, thresh=0.2, box_thresh=0.65, unclip_ratio=1.5,
+_PPOCR_IC15_CFG = dict(_PPOCR_CFG, limit_side_len=1440, thresh=0.25, box_thresh=0.7, unclip_ratio=1.4,
                        use_dilation=True)
 # Tuned for ppocrv4_td500 with `dbdetect tune` on 30 held-out MSRA-TD500 training images
 # (every 10th by name): the same as PP-OCR's but a lower binarisation threshold.
