@@ -132,6 +132,16 @@ def test_keep_snapshots_writes_the_deployed_weights_of_each_save(tiny_set, tmp_p
     assert models.create(str(run / "step_3.pt")).cfg["arch"] == MODEL
 
 
+def test_eval_cli_progress_bar_can_be_hidden(tiny_set, capsys):
+    pytest.importorskip("dbdetect.detector")
+    args = ["eval", "--data", str(tiny_set), "--model", MODEL, "--limit", "1", "--limit-side-len", "256"]
+    assert main(args) == 0
+    assert "eval:" in capsys.readouterr().err  # tqdm's bar
+    assert main(args + ["--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "eval:" not in captured.err and "hmean" in captured.out
+
+
 def test_eval_cli_on_checkpoint(tiny_set, tmp_path):
     pytest.importorskip("dbdetect.detector")
     out = tmp_path / "res.json"

@@ -282,6 +282,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="inference backend (default: onnxruntime for a .onnx model, else torch)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default=None, help="write the full results (global + per image) as JSON here")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
     return p
 
@@ -302,7 +303,7 @@ def run(args) -> int:
                             ("score_mode", args.score_mode)) if v is not None}
     det = Detector(model=args.model, device=args.device, num_threads=args.threads, backend=args.backend, **kw)
     t0 = time.perf_counter()
-    dets = [det(s.image_path) for s in tqdm(samples, desc="eval", unit="img")]
+    dets = [det(s.image_path) for s in tqdm(samples, desc="eval", unit="img", disable=args.no_progress)]
     elapsed = time.perf_counter() - t0
     res = evaluate_detections(samples, dets)
     res = {"model": str(args.model), "backend": det.backend, "data": str(args.data), "images": len(samples),
