@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dbdetect import Detector
+from dbdetect.int8_cpu import use_engine
 from dbdetect.int8_torch import EXTRA_QUANT, load, quantize_torch
 
 pytestmark = pytest.mark.skipif("x86" not in torch.backends.quantized.supported_engines,
@@ -39,7 +40,8 @@ def test_file_carries_settings_and_is_smaller(int8_file):
     assert settings["activations"] == "u8 per tensor, minmax"
     assert settings["fp32_modules"] == ["backbone.stem", "backbone.stages.0"]
     assert settings["folded_gates"] == [f"neck.ins.{i}" for i in range(4)]
-    assert settings["prob_logits"] == "u8, fixed range +-8"
+    assert settings["prob_logits"] == "fp32" and settings["int8_deconvs"] is False
+    assert (settings["activation_bits"], settings["weight_bits"]) == (8, 7)
     det = Detector(int8_file)
     assert det.limit_side_len == 736 and det.post_kwargs["box_thresh"] == Detector("ppocrv4").post_kwargs["box_thresh"]
     # int8 weights: well under half of the fp32 parameters' bytes
@@ -176,7 +178,7 @@ def _quantized_rse(seed):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_folded_gate_matches_the_float_layer(seed):
     """conv, mean and gate multiply as one int8 conv: within int8 error of the float RSE layer, per image."""
-    torch.backends.quantized.engine = "x86"
+    use_engine()  # x86, or the AVX2 kernels that tests/test_int8_cpu.py runs this file on
     rse, layer, qx, want, scale = _quantized_rse(seed)
     with torch.no_grad():
         got = layer(qx)

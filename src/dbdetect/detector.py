@@ -183,7 +183,7 @@ class Detector:
             raise ValueError(f"{path} holds x86 int8 kernels, which run on the CPU only; use device='cpu'")
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
-        self.model, self.cfg = load(path)
+        self.model, self.cfg = load(path, check_cpu=True)
 
     def _init_settings(self, limit_side_len, limit_type, thresh, box_thresh, unclip_ratio, box_type,
                        use_dilation, score_mode, max_candidates, min_size, channel_order) -> None:

@@ -20,6 +20,7 @@ import contextlib
 import copy
 import json
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -510,4 +511,8 @@ def _run_torch_int8(args, is_onnx: bool) -> int:
     except (FileExistsError, IsADirectoryError) as exc:
         raise UserError(str(exc)) from None
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB, torch int8)")
+    from .int8_cpu import has_vnni, speed_note
+
+    if not has_vnni():
+        print(f"note: {speed_note()}", file=sys.stderr)
     return 0

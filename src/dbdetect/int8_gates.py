@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+# int8 weights within +-63: u8 x s8 pair sums fit in 16 bits on every x86 kernel (dbdetect.int8_cpu)
+SAFE_WEIGHT_QMAX = 63
+
 
 def gated_1x1_names(net: nn.Module, skip=()) -> list[str]:
     """Names of the RSE layers whose conv is 1x1 without bias (outside the ``skip`` prefixes)."""
@@ -42,10 +45,10 @@ def gated_1x1_names(net: nn.Module, skip=()) -> list[str]:
 class QuantizedGatedConv1x1(nn.Module):
     """quint8 in, quint8 out (``scale``, ``zero_point``); see the module docstring."""
 
-    def __init__(self, rse: nn.Module, scale: float, zero_point: int):
+    def __init__(self, rse: nn.Module, scale: float, zero_point: int, weight_qmax: int = SAFE_WEIGHT_QMAX):
         super().__init__()
         w = rse.conv.weight.detach().float().contiguous()
-        w_scale = (w.abs().amax(dim=(1, 2, 3)) / 127.0).clamp_min(1e-12).double()
+        w_scale = (w.abs().amax(dim=(1, 2, 3)) / float(weight_qmax)).clamp_min(1e-12).double()
         w_zp = torch.zeros(w.shape[0], dtype=torch.long)
         self.register_buffer("w_int", torch.quantize_per_channel(w, w_scale, w_zp, 0, torch.qint8).int_repr())
         self.register_buffer("w_scale", w_scale)
@@ -67,7 +70,7 @@ class QuantizedGatedConv1x1(nn.Module):
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
-def fold_gates(gm: fx.GraphModule, names) -> list[str]:
+def fold_gates(gm: fx.GraphModule, names, weight_qmax: int = SAFE_WEIGHT_QMAX) -> list[str]:
     """Swap each float leaf in ``names`` (dequantize -> layer -> quantize) for its int8 form.
 
     A layer whose neighbours are not quantized (the user kept them fp32) stays as it is.
@@ -84,7 +87,7 @@ def fold_gates(gm: fx.GraphModule, names) -> list[str]:
             continue
         q = quants[0]
         scale, zp = (getattr(gm, a.target) if isinstance(a, fx.Node) else a for a in q.args[1:3])
-        layer = QuantizedGatedConv1x1(gm.get_submodule(node.target), float(scale), int(zp))
+        layer = QuantizedGatedConv1x1(gm.get_submodule(node.target), float(scale), int(zp), weight_qmax)
         parent, _, leaf = node.target.rpartition(".")
         setattr(gm.get_submodule(parent), leaf, torch.jit.script(layer))  # traced later; the loop must stay
         node.args = (dq.args[0],)

@@ -20,17 +20,32 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from . import int8_cpu
+
 SUFFIX = ".torchscript"  # how Detector and dbdetect export recognise these files
 EXTRA_CFG = "dbdetect.cfg"
 EXTRA_QUANT = "dbdetect.quantization"
 # kept fp32 unless told otherwise (those the model has)
 DEFAULT_FP32 = ("backbone.stem", "backbone.stages.0")
+# Every ConvTranspose2d stays fp32 unless int8_deconvs=True: torch's x86 engine runs an
+# int8 deconv in fbgemm on a CPU without AVX512-VNNI, and fbgemm's is wrong there
+# whatever the input (a map of one value, no boxes; tests/test_int8_cpu.py).
+INT8_DECONVS = False
+# Weights span -63..63, not -127..127. x86 int8 kernels without VNNI (fbgemm's AVX2 and
+# AVX-512 ones, oneDNN's AVX2 one) add u8 x s8 products in pairs into 16 bits, which
+# saturate at 32767: 255 * 127 * 2 does not fit, 255 * 63 * 2 always does, whatever the
+# image. 7-bit activations would not do: a conv clamps its output at 255, not at the
+# calibrated 127, and on held-out images they cost 7 points of H where 7-bit weights
+# cost none (docs, "int8 on every CPU").
+ACTIVATION_BITS = 8
+WEIGHT_BITS = 7
 # how activation ranges are set from the calibration images. "histogram" (torch's
 # L2-optimal range) clips the largest activations, which are the ones inside text;
 # ppocrv4_ic15 scored lower with it on held-out images (README).
@@ -102,6 +117,15 @@ def _check_observer(observer: str) -> None:
         raise ValueError(f"observer must be one of {', '.join(OBSERVERS)}, got {observer!r}")
 
 
+def weight_qmax() -> int:
+    """The largest int8 weight magnitude: 127, or 63 with 7-bit weights."""
+    return 2 ** (WEIGHT_BITS - 1) - 1
+
+
+def deconv_names(net: nn.Module) -> list[str]:
+    return [name for name, m in net.named_modules() if isinstance(m, nn.ConvTranspose2d)]
+
+
 def qconfig_mapping(fp32_modules=(), observer: str = DEFAULT_OBSERVER):
     """Per-channel int8 weights, full-range uint8 activations (ranges by ``observer``); ``fp32_modules`` left out.
 
@@ -112,11 +136,14 @@ def qconfig_mapping(fp32_modules=(), observer: str = DEFAULT_OBSERVER):
 
     _check_observer(observer)
     kind = MinMaxObserver if observer == "minmax" else HistogramObserver
-    act = kind.with_args(dtype=torch.quint8, reduce_range=False)  # VNNI: no 7-bit workaround
-    weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    act = kind.with_args(dtype=torch.quint8, reduce_range=ACTIVATION_BITS == 7)
+    wmax = weight_qmax()
+    weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                                quant_min=-wmax, quant_max=wmax)
     mapping = get_default_qconfig_mapping("x86").set_global(QConfig(activation=act, weight=weight))
     # torch's x86 ConvTranspose takes per-tensor weights only
-    deconv_weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+    deconv_weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric,
+                                             quant_min=-wmax, quant_max=wmax)
     mapping.set_object_type(nn.ConvTranspose2d, QConfig(activation=act, weight=deconv_weight))
     logits = FixedQParamsObserver.with_args(scale=2 * LOGIT_RANGE / 256, zero_point=128, dtype=torch.quint8,
                                             quant_min=0, quant_max=255)
@@ -131,9 +158,12 @@ def qconfig_mapping(fp32_modules=(), observer: str = DEFAULT_OBSERVER):
 
 
 def quantize_module(fused: nn.Module, images, fp32_modules=(), progress: bool = False,
-                    fold_gates: bool = True, observer: str = DEFAULT_OBSERVER) -> nn.Module:
+                    fold_gates: bool = True, observer: str = DEFAULT_OBSERVER,
+                    int8_deconvs: bool | None = None) -> nn.Module:
     """The fused network with real int8 kernels, its activation ranges observed on ``images``.
 
+    ``int8_deconvs``: quantise the ConvTranspose2d layers too (default :data:`INT8_DECONVS`);
+    such a file is right only on CPUs with AVX512-VNNI.
     ``fold_gates``: run RSE-FPN's 1x1 layers as one int8 conv with the gate folded
     into its weight scales (:mod:`dbdetect.int8_gates`), not conv + mean + multiply.
     ``observer``: one of :data:`OBSERVERS`.
@@ -144,7 +174,9 @@ def quantize_module(fused: nn.Module, images, fp32_modules=(), progress: bool = 
 
     from . import int8_gates
 
-    torch.backends.quantized.engine = "x86"
+    int8_cpu.use_engine()
+    if not (INT8_DECONVS if int8_deconvs is None else int8_deconvs):
+        fp32_modules = list(fp32_modules) + [n for n in deconv_names(fused) if n not in fp32_modules]
     gates = int8_gates.gated_1x1_names(fused, fp32_modules) if fold_gates else []
     # calibrated as float leaves: their int8 form replaces them after conversion
     custom = PrepareCustomConfig().set_non_traceable_module_names(gates)
@@ -156,7 +188,7 @@ def quantize_module(fused: nn.Module, images, fp32_modules=(), progress: bool = 
             for x in tqdm(images, desc="calibrate", unit="img", disable=not progress):
                 prepared(x)
         module = convert_fx(prepared)
-    module.folded_gates = int8_gates.fold_gates(module, set(gates))  # for the file's settings
+    module.folded_gates = int8_gates.fold_gates(module, set(gates), weight_qmax())  # for the file's settings
     return module
 
 
@@ -179,27 +211,36 @@ def save(module: torch.jit.ScriptModule, cfg: dict, settings: dict, path: Path) 
         load(tmp)  # it reads back
 
 
-def load(path) -> tuple[torch.jit.ScriptModule, dict]:
-    """(module, cfg) of a file written by :func:`quantize_torch`; ValueError if it is not one."""
+def load(path, check_cpu: bool = False) -> tuple[torch.jit.ScriptModule, dict]:
+    """(module, cfg) of a file written by :func:`quantize_torch`; ValueError if it is not one.
+
+    ``check_cpu``: refuse a file whose int8 would go wrong on this CPU, and warn once
+    where int8 is no faster than fp32 here (:func:`dbdetect.int8_cpu.check_file`).
+    """
     from .onnx_backend import cfg_from_json
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     extra = {EXTRA_CFG: "", EXTRA_QUANT: ""}
+    int8_cpu.use_engine()
     try:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except RuntimeError as exc:
         raise ValueError(f"{path} is not a TorchScript file ({str(exc).splitlines()[0]})") from None
     if not extra[EXTRA_CFG]:
         raise ValueError(f"{path} carries no dbdetect settings ({EXTRA_CFG!r}): write it with dbdetect export")
+    if check_cpu:
+        int8_cpu.check_file(path, module, json.loads(extra[EXTRA_QUANT] or "{}"))
     return module.eval(), cfg_from_json(extra[EXTRA_CFG], str(path))
 
 
 def quantize_torch(model, out_path, calibration_images, n: int = 32, limit_side_len: int | None = None,
                    fp32_modules=None, overwrite: bool = False, progress: bool = True,
-                   observer: str = DEFAULT_OBSERVER) -> Path:
+                   observer: str = DEFAULT_OBSERVER, int8_deconvs: bool | None = None) -> Path:
     """torch int8 of a registry model or checkpoint, as a ``.torchscript`` file.
+
+    The file is right on every x86 CPU (:mod:`dbdetect.int8_cpu`) unless ``int8_deconvs``.
 
     Args:
         model: registry name or checkpoint path.
@@ -214,6 +255,8 @@ def quantize_torch(model, out_path, calibration_images, n: int = 32, limit_side_
         observer: how activation ranges are set, one of :data:`OBSERVERS`:
             "minmax" (the default) spans every value seen, "histogram" is
             torch's L2-optimal range, which clips the tails.
+        int8_deconvs: quantise the ConvTranspose2d layers too (default :data:`INT8_DECONVS`):
+            a file for CPUs with AVX512-VNNI only, which ``Detector`` refuses elsewhere.
 
     Returns:
         ``out_path`` as a Path.
@@ -243,11 +286,13 @@ def quantize_torch(model, out_path, calibration_images, n: int = 32, limit_side_
             images.append(torch.from_numpy(prepare(load_image(p), cfg, side, cfg["limit_type"]))[None])
         except (ValueError, OSError) as exc:
             warnings.warn(f"calibration: skipping {p}: {exc}", stacklevel=2)
-    quantized = quantize_module(fused, images, keep, progress, observer=observer)
+    deconvs = INT8_DECONVS if int8_deconvs is None else bool(int8_deconvs)
+    quantized = quantize_module(fused, images, keep, progress, observer=observer, int8_deconvs=deconvs)
     module = to_torchscript(quantized, images[0][..., :64, :64])
     settings = dict(engine="torch x86 (FX graph mode)", weights="s8 per channel",
-                    activations=f"u8 per tensor, {observer}", calibration_images=len(images), limit_side_len=side,
-                    prob_logits=f"u8, fixed range +-{LOGIT_RANGE:g}",
+                    activations=f"u8 per tensor, {observer}", activation_bits=ACTIVATION_BITS,
+                    weight_bits=WEIGHT_BITS, calibration_images=len(images), limit_side_len=side,
+                    int8_deconvs=deconvs, prob_logits=f"u8, fixed range +-{LOGIT_RANGE:g}" if deconvs else "fp32",
                     fp32_modules=keep, folded_gates=quantized.folded_gates)
     save(module, cfg, settings, out_path)
     return out_path
