@@ -318,7 +318,9 @@ def quantize(onnx_path, out_path, calibration_images, n: int = 100, limit_side_l
         n: number of calibration images (spread evenly over the source).
         quant_format: "qdq" (QuantizeLinear/DequantizeLinear around fp32 ops,
             fused into int8 kernels by onnxruntime) or "qoperator" (QLinearConv ...).
-        activations, weights: "u8" or "s8".
+        activations, weights: "u8" or "s8". s8 weights are 7-bit (within +-64,
+            onnxruntime's ``reduce_range``), so the file is right on x86 CPUs
+            without VNNI too (:mod:`dbdetect.int8_ort`).
         nodes: which nodes get int8: "dense" (convolutions with groups == 1 and
             >= 16 input channels; the default), "conv" (all convolutions but the
             head's last), "all" (every op onnxruntime can quantise).
@@ -350,6 +352,7 @@ def quantize(onnx_path, out_path, calibration_images, n: int = 100, limit_side_l
     include = _dense_convs(proto.graph) if nodes == "dense" else None
     exclude = [] if nodes == "all" else _last_conv(proto.graph)
     settings = dict(format=quant_format, activations=activations, weights=weights, per_channel=True,
+                    weight_bits=7 if weights == "s8" else 8,
                     nodes=nodes, excluded=exclude, calibration_images=len(paths),
                     limit_side_len=limit_side_len or cfg["limit_side_len"], limit_type=limit_type or cfg["limit_type"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -360,6 +363,7 @@ def quantize(onnx_path, out_path, calibration_images, n: int = 100, limit_side_l
             op_types_to_quantize=list(op_types), per_channel=True,
             activation_type=getattr(QuantType, _QTYPES[activations]),
             weight_type=getattr(QuantType, _QTYPES[weights]),
+            reduce_range=weights == "s8",  # 7-bit s8 weights: right on x86 CPUs without VNNI (int8_ort)
             nodes_to_quantize=include,
             nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": activations == "s8"},

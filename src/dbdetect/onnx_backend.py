@@ -131,6 +131,10 @@ class OnnxSession:
                 raise
             raise ValueError(f"{self.path} is not a loadable ONNX model: {exc}") from None
         self._check_io()
+        if "CPUExecutionProvider" == self.session.get_providers()[0]:
+            from .int8_ort import check_file
+
+            check_file(self.path)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.cfg = cfg_from_json(meta[META_KEY], str(self.path)) if META_KEY in meta else None
 
