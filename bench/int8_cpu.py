@@ -13,7 +13,9 @@ without VNNI runs (torch's fbgemm engine, ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2``, o
 ATen capped at AVX2), whatever this CPU is: H there is what such a CPU gets. Its time
 ratio is only indicative: this CPU's cache and clock are not an AVX2 CPU's.
 
-    python bench/int8_cpu.py --model ppocrv4 --recipe w7 --recipe vnni-only [--kernels native --kernels avx2]
+``--recipe ort-int8`` adds onnxruntime's static int8 (``dbdetect export --int8``) to the table.
+
+    python bench/int8_cpu.py --model ppocrv4 --recipe w7 --recipe ort-int8 [--kernels native --kernels avx2]
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ RECIPES = {
     "vnni-only": (8, 8, _EARLY),
     "8bit-deconv-fp32": (8, 8, _EARLY + _DECONVS),
 }
+ORT = "ort-int8"  # onnxruntime static int8 as `dbdetect export --int8` writes it (s8 7-bit weights)
 AVX2_ENV = {"DBDETECT_INT8_ENGINE": "fbgemm", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
             "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 SETTINGS = dict(limit_side_len=736, thresh=0.3, box_thresh=0.5, unclip_ratio=1.6)
@@ -46,9 +49,13 @@ SETTINGS = dict(limit_side_len=736, thresh=0.3, box_thresh=0.5, unclip_ratio=1.6
 
 def export(model: str, recipe: str, out: Path, data: Path, n: int) -> Path:
     from dbdetect import int8_torch
+    from dbdetect.export import quantize, to_onnx
 
-    int8_torch.ACTIVATION_BITS, int8_torch.WEIGHT_BITS, fp32 = RECIPES[recipe]
     calib = [data / "icdar2015" / "train" / "images" / f"img_{i}.jpg" for i in range(1, 901)]
+    if recipe == ORT:
+        fp32_file = to_onnx(model, out.with_suffix(".fp32.onnx"), overwrite=True)
+        return quantize(fp32_file, out.with_suffix(".onnx"), calib, n=n, overwrite=True, progress=False)
+    int8_torch.ACTIVATION_BITS, int8_torch.WEIGHT_BITS, fp32 = RECIPES[recipe]
     return int8_torch.quantize_torch(model, out, calib, n=n, fp32_modules=fp32, overwrite=True, progress=False)
 
 
@@ -96,7 +103,7 @@ def score(model: str, files: dict, data: Path, split: str, limit: int, threads: 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="ppocrv4")
-    p.add_argument("--recipe", action="append", choices=sorted(RECIPES))
+    p.add_argument("--recipe", action="append", choices=sorted(RECIPES) + [ORT])
     p.add_argument("--kernels", action="append", choices=("native", "avx2"))
     p.add_argument("--ic15-split", choices=("val", "test"), default="val")
     p.add_argument("--limit", type=int, default=100)
@@ -128,7 +135,8 @@ def main(argv=None) -> None:
                     print(f"{name:<20} refused by Detector: {r['refused'][:90]}...")
                     continue
                 ratio = (r["ic15_time_ratio"] + r["lines_time_ratio"]) / 2
-                print(f"{name:<20} {r['ic15']:>7.2f} {r['lines']:>8.2f} {ratio:>11.3f}x")
+                note = "  (onnxruntime: this CPU's own kernels)" if name == ORT and k == "avx2" else ""
+                print(f"{name:<20} {r['ic15']:>7.2f} {r['lines']:>8.2f} {ratio:>11.3f}x{note}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from . import __version__
+from .errors import UserError
 
 # subcommand name -> module providing add_parser(subparsers) and run(args)
 _SUBCOMMANDS = {
@@ -20,10 +21,6 @@ _SUBCOMMANDS = {
     "tune": "dbdetect.tune",
     "export": "dbdetect.export",
 }
-
-
-class UserError(Exception):
-    """An error caused by the user's input: printed as one line, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

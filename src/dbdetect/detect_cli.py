@@ -107,7 +107,7 @@ def _detector_kwargs(args) -> dict:
 def _write_vis(args, path: Path, rel: Path, dets, inputs: set, taken: set) -> None:
     import cv2
 
-    from .cli import UserError
+    from .errors import UserError
     from .imageio import load_image
     from .visualize import draw
 
@@ -122,7 +122,7 @@ def _write_vis(args, path: Path, rel: Path, dets, inputs: set, taken: set) -> No
 
 
 def run(args) -> int:
-    from .cli import UserError
+    from .errors import UserError
 
     _fix_ray_address(args)
     if not args.paths:

@@ -216,7 +216,7 @@ def _done_paths(out: Path) -> set[str]:
 
 def run_cli(args, paths: list, detector_kwargs: dict) -> int:
     """``dbdetect detect --ray [ADDRESS] PATHS --out DIR``: Parquet shards into DIR."""
-    from .cli import UserError
+    from .errors import UserError
     from .jsonl import path_key
 
     if _is_loopback(args.ray):

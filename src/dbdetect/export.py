@@ -16,10 +16,8 @@ Needs the ``onnx`` extra: ``pip install "dbdetect[onnx]"``. torch's own int8
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
-import os
 import sys
 import tempfile
 import warnings
@@ -30,6 +28,8 @@ import torch
 
 from .int8_torch import OBSERVERS
 from .int8_torch import SUFFIX as TORCHSCRIPT
+from .deploy.calibration import calibration_paths, calibration_reader, first_readable
+from .files import atomic_file, check_out
 from .onnx_backend import INSTALL_HINT, META_KEY, cfg_to_json
 
 DEFAULT_OPSET = 17
@@ -43,35 +43,6 @@ def _import_onnx():
     except ImportError as exc:
         raise ImportError(f"ONNX export needs the onnx package: {INSTALL_HINT}") from exc
     return onnx
-
-
-def _check_out(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists (pass overwrite=True / --overwrite to replace it)")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory; give a file name such as model.onnx")
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path):
-    """Yield a temporary path beside ``path``; on a clean exit it becomes ``path``.
-
-    A crash or an exception inside the block never leaves half a file under ``path``
-    nor replaces what was there. The file gets the permissions of any new file
-    (mkstemp makes it private, 0600; a model file is not secret).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _save_atomic(model_proto, path: Path, check=None) -> None:
@@ -161,7 +132,7 @@ def to_onnx(model, path, opset: int = DEFAULT_OPSET, overwrite: bool = False, ve
 
     onnx = _import_onnx()
     path = Path(path)
-    _check_out(path, overwrite)
+    check_out(path, overwrite)
     if int(opset) < 13:
         raise ValueError(f"opset must be >= 13 (Resize with sizes), got {opset}")
     net = models.fuse(_load_torch_model(model).eval(), channels_last=False)
@@ -207,78 +178,6 @@ POLICIES = ("dense", "conv", "all")
 _ALL_OPS = ("Conv", "ConvTranspose", "Add", "Mul", "Relu", "Resize", "Concat", "GlobalAveragePool",
             "Sigmoid", "HardSigmoid", "HardSwish")
 _QTYPES = {"u8": "QUInt8", "s8": "QInt8"}
-
-
-def calibration_paths(source, n: int = 100) -> list[Path]:
-    """Up to ``n`` image files from a folder, a label file (any dbdetect format) or a list.
-
-    Taken evenly spread over the sorted list, so a folder's first images do
-    not dominate. Use training images: never calibrate on images you score.
-    """
-    from .imageio import IMAGE_EXTENSIONS, list_images
-
-    if isinstance(source, (str, os.PathLike)):
-        src = Path(source)
-        if not src.exists():
-            raise FileNotFoundError(f"calibration source not found: {src}")
-        if src.is_dir() or src.suffix.lower() in IMAGE_EXTENSIONS:
-            paths = list_images([src])
-        else:
-            from .data import load_samples
-
-            paths = [s.image_path for s in load_samples(src)]
-    else:
-        paths = [Path(p) for p in source]
-    if n < 1:
-        raise ValueError(f"the number of calibration images must be >= 1, got {n}")
-    if not paths:
-        raise ValueError(f"calibration source {source} holds no image files ({', '.join(IMAGE_EXTENSIONS[:4])}, ...)")
-    if len(paths) > n:
-        paths = [paths[int(i)] for i in np.linspace(0, len(paths) - 1, n).round()]
-    return paths
-
-
-def _calibration_reader(input_name: str, paths, cfg: dict, limit_side_len, limit_type, progress: bool):
-    """A CalibrationDataReader feeding dbdetect-pre-processed images, one per batch."""
-    from onnxruntime.quantization import CalibrationDataReader
-    from tqdm import tqdm
-
-    from .imageio import load_image
-    from .preprocess import prepare
-
-    side = int(limit_side_len or cfg["limit_side_len"])
-    ltype = limit_type or cfg["limit_type"]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.ok = 0
-            self.it = iter(tqdm(paths, desc="calibrate", unit="img", disable=not progress))
-
-        def get_next(self):
-            for p in self.it:
-                try:
-                    img = load_image(p)
-                except (ValueError, OSError) as exc:
-                    warnings.warn(f"calibration: skipping {p}: {exc}", stacklevel=2)
-                    continue
-                self.ok += 1
-                return {input_name: prepare(img, cfg, side, ltype)[None]}
-            return None
-
-    return Reader()
-
-
-def _first_readable(paths, source) -> None:
-    """Fail early, with the source named, when no calibration file decodes."""
-    from .imageio import load_image
-
-    for p in paths:
-        try:
-            load_image(p)
-            return
-        except (ValueError, OSError):
-            continue
-    raise ValueError(f"calibration source {source}: none of its {len(paths)} image files is readable")
 
 
 def _read_fp32(onnx_path: Path):
@@ -339,15 +238,15 @@ def quantize(onnx_path, out_path, calibration_images, n: int = 100, limit_side_l
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     onnx_path, out_path = Path(onnx_path), Path(out_path)
-    _check_out(out_path, overwrite)
+    check_out(out_path, overwrite)
     _check_quant_options(quant_format, nodes, activations, weights)
     proto, meta, input_name = _read_fp32(onnx_path)
     if any(node.op_type in ("QuantizeLinear", "QLinearConv") for node in proto.graph.node):
         raise ValueError(f"{onnx_path} is already quantised")
     cfg = with_defaults(meta, str(onnx_path), {"limit_side_len": limit_side_len, "limit_type": limit_type})
     paths = calibration_paths(calibration_images, n)
-    _first_readable(paths, calibration_images)
-    reader = _calibration_reader(input_name, paths, cfg, limit_side_len, limit_type, progress)
+    first_readable(paths, calibration_images)
+    reader = calibration_reader(input_name, paths, cfg, limit_side_len, limit_type, progress)
     op_types = _ALL_OPS if nodes == "all" else ("Conv", "ConvTranspose")
     include = _dense_convs(proto.graph) if nodes == "dense" else None
     exclude = [] if nodes == "all" else _last_conv(proto.graph)
@@ -456,7 +355,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """``dbdetect export``: to_onnx, then quantize with --int8."""
-    from .cli import UserError
+    from .errors import UserError
 
     if args.out.exists() and not args.overwrite:
         raise UserError(f"--out {args.out} already exists (use --overwrite to replace it)")
@@ -498,7 +397,7 @@ def run(args) -> int:
 
 def _run_torch_int8(args, is_onnx: bool) -> int:
     """``dbdetect export --int8 --out model.torchscript``: torch's own int8 (:mod:`dbdetect.int8_torch`)."""
-    from .cli import UserError
+    from .errors import UserError
     from .int8_torch import DEFAULT_OBSERVER, quantize_torch
 
     if not args.int8:

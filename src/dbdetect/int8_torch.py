@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -202,7 +201,7 @@ def to_torchscript(module: nn.Module, example: torch.Tensor) -> torch.jit.Script
 
 def save(module: torch.jit.ScriptModule, cfg: dict, settings: dict, path: Path) -> None:
     """Write next to ``path`` and rename: never half a file, never a replaced one on failure."""
-    from .export import atomic_file
+    from .files import atomic_file
     from .onnx_backend import cfg_to_json
 
     with atomic_file(path) as tmp:
@@ -262,15 +261,16 @@ def quantize_torch(model, out_path, calibration_images, n: int = 32, limit_side_
         ``out_path`` as a Path.
     """
     from . import models
-    from .export import _check_out, _first_readable, calibration_paths
+    from .deploy.calibration import calibration_paths, first_readable
+    from .files import check_out
     from .imageio import load_image
     from .preprocess import prepare
 
     out_path = Path(out_path)
-    _check_out(out_path, overwrite)
+    check_out(out_path, overwrite)
     _check_observer(observer)  # before the long calibration
     paths = calibration_paths(calibration_images, n)
-    _first_readable(paths, calibration_images)
+    first_readable(paths, calibration_images)
     net = models.create(model, pretrained=True)
     cfg = dict(net.cfg)
     fused = models.fuse(net.eval())

@@ -6,7 +6,7 @@ No torchvision: the layouts are written out here.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import torch
 from torch import nn

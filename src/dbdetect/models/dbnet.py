@@ -15,7 +15,7 @@ so that is what we record for both models.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict
 
 import torch
 from torch import nn

@@ -1,0 +1,1 @@
+"""Making deployable files: ONNX export, onnxruntime and torch int8, calibration, gate folding."""
