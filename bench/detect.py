@@ -133,7 +133,7 @@ def onnx_files(model: str, data: Path, calib_n: int, opset: int) -> tuple[Path, 
 
 def torch_int8_file(model: str, data: Path, calib_n: int) -> Path:
     """torch's own int8 of ``model`` in the bench cache (made once; calibrated on ICDAR train)."""
-    from dbdetect.int8_torch import DEFAULT_OBSERVER, LOGIT_RANGE, SUFFIX, quantize_torch
+    from dbdetect.deploy.torch_int8 import DEFAULT_OBSERVER, LOGIT_RANGE, SUFFIX, quantize_torch
 
     CACHE.mkdir(parents=True, exist_ok=True)
     # named by every setting that changes the file, so that an older one is not reused

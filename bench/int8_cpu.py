@@ -48,7 +48,7 @@ SETTINGS = dict(limit_side_len=736, thresh=0.3, box_thresh=0.5, unclip_ratio=1.6
 
 
 def export(model: str, recipe: str, out: Path, data: Path, n: int) -> Path:
-    from dbdetect import int8_torch
+    from dbdetect.deploy import torch_int8 as int8_torch
     from dbdetect.export import quantize, to_onnx
 
     calib = [data / "icdar2015" / "train" / "images" / f"img_{i}.jpg" for i in range(1, 901)]

@@ -31,7 +31,6 @@ slower Ray ran than its twin just before it.
 """
 from __future__ import annotations
 
-import os
 
 from dbdetect.distributed import keep_on_loopback
 

@@ -18,7 +18,7 @@ Policies (which parts stay fp32):
     python bench/torch_int8.py --model ppocrv4_ic15 [--policy all --policy mixed] [--calib-n 32] [--limit N]
 
 The shipped form of this path is ``dbdetect export --int8 --out M.torchscript``
-(:mod:`dbdetect.int8_torch`, stem and first stage fp32); this benchmark keeps the
+(:mod:`dbdetect.deploy.torch_int8`, stem and first stage fp32); this benchmark keeps the
 policies it was studied with. ``torch.ao.quantization`` is deprecated upstream
 (torch says it moves to torchao).
 """
@@ -37,7 +37,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA  # noqa: E402
 
-from dbdetect.int8_torch import _ScalarAffine, traceable  # noqa: E402
+from dbdetect.deploy.torch_int8 import _ScalarAffine, traceable  # noqa: E402
 
 EARLY = ("backbone.stem", "backbone.stages.0", "backbone.stages.1")
 

@@ -1,5 +1,4 @@
 """The inference API: input types, batching, serialisation, bad input, accuracy floor."""
-import io
 import json
 
 import numpy as np

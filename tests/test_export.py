@@ -15,8 +15,8 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the [test] ex
 
 from dbdetect import Detector, models  # noqa: E402
 from dbdetect.export import quantize, to_onnx  # noqa: E402
-from dbdetect.int8_ort import SAFE_WEIGHT_QMAX, weight_qmax  # noqa: E402
-from dbdetect.onnx_backend import META_KEY, OnnxSession  # noqa: E402
+from dbdetect.runtime.int8_ort import SAFE_WEIGHT_QMAX, weight_qmax  # noqa: E402
+from dbdetect.runtime.onnx import META_KEY, OnnxSession  # noqa: E402
 
 # Small inputs keep CI lean; the PP-OCR models run at their own short side 736 (ppocrv4_ic15's
 # registry 1440 only changes the resize, not the graph).
@@ -112,7 +112,7 @@ def test_int8_keeps_accuracy_on_a_few_images(exported, ic15, tmp_path):
     meta = {p.key: p.value for p in onnx.load(str(q)).metadata_props}
     settings = json.loads(meta["dbdetect.quantization"])
     assert settings["calibration_images"] == 8 and settings["weight_bits"] == 7
-    # 7-bit weights: the u8 x s8 pair sums of x86 CPUs without VNNI fit (dbdetect.int8_ort)
+    # 7-bit weights: the u8 x s8 pair sums of x86 CPUs without VNNI fit (dbdetect.runtime.int8_ort)
     assert 32 <= weight_qmax(onnx.load(str(q))) <= SAFE_WEIGHT_QMAX
     assert META_KEY in meta
     wanted = {"img_1.jpg", "img_2.jpg", "img_5.jpg", "img_10.jpg", "img_25.jpg", "img_37.jpg"}

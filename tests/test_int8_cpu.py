@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from dbdetect import Detector, int8_cpu
-from dbdetect.int8_gates import SAFE_WEIGHT_QMAX
-from dbdetect.int8_torch import EXTRA_QUANT, quantize_module, quantize_torch
+from dbdetect import Detector
+from dbdetect.runtime import int8_cpu
+from dbdetect.deploy.int8_gates import SAFE_WEIGHT_QMAX
+from dbdetect.deploy.torch_int8 import EXTRA_QUANT, quantize_module, quantize_torch
 
 pytestmark = pytest.mark.skipif("fbgemm" not in torch.backends.quantized.supported_engines,
                                 reason="no fbgemm engine in this torch build (not x86)")
@@ -40,7 +41,7 @@ _KERNELS = """
     import json, warnings
     import torch
     import torch.nn.functional as F
-    from dbdetect import int8_cpu
+    from dbdetect.runtime import int8_cpu
     warnings.simplefilter("ignore")
     int8_cpu.use_engine()
     cin, cout = 64, 8
@@ -146,7 +147,7 @@ def test_every_int8_conv_of_the_bundled_models_fits_16_bits(model, ic15):
 
 def _vnni_only_file(tmp_path_factory, ic15):
     calib = sorted((ic15 / "train" / "images").glob("*.jpg"))[:2]
-    from dbdetect import int8_torch
+    from dbdetect.deploy import torch_int8 as int8_torch
 
     bits = int8_torch.WEIGHT_BITS
     int8_torch.WEIGHT_BITS = 8

@@ -9,8 +9,8 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is in the [test] extra")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from dbdetect import int8_ort  # noqa: E402
-from dbdetect.onnx_backend import OnnxSession  # noqa: E402
+from dbdetect.runtime import int8_ort  # noqa: E402
+from dbdetect.runtime.onnx import OnnxSession  # noqa: E402
 
 
 def _pair_sums(x_u8: np.ndarray, w_s8: np.ndarray) -> np.ndarray:

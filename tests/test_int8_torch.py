@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from dbdetect import Detector
-from dbdetect.int8_cpu import use_engine
-from dbdetect.int8_torch import EXTRA_QUANT, load, quantize_torch
+from dbdetect.runtime.int8_cpu import use_engine
+from dbdetect.deploy.torch_int8 import EXTRA_QUANT, load, quantize_torch
 
 pytestmark = pytest.mark.skipif("x86" not in torch.backends.quantized.supported_engines,
                                 reason="torch's x86 int8 engine is not in this torch build")
@@ -158,7 +158,7 @@ def test_cli_export_then_detect(tmp_path, ic15):
 
 def _quantized_rse(seed):
     """An RSE 1x1 layer with random weights, its float output, and the int8 layer at that output's range."""
-    from dbdetect.int8_gates import QuantizedGatedConv1x1
+    from dbdetect.deploy.int8_gates import QuantizedGatedConv1x1
     from dbdetect.models.necks import RSELayer
 
     torch.manual_seed(seed)
@@ -227,7 +227,7 @@ def test_tune_scores_an_int8_file_like_detector(int8_file, ic15, tmp_path, capsy
 
 
 def test_probability_logits_have_a_fixed_range():
-    from dbdetect.int8_torch import LOGIT_RANGE, PROB_LOGITS, qconfig_mapping
+    from dbdetect.deploy.torch_int8 import LOGIT_RANGE, PROB_LOGITS, qconfig_mapping
 
     for observer in ("minmax", "histogram"):
         mapping = qconfig_mapping((), observer)
@@ -242,7 +242,7 @@ def test_last_deconv_kept_fp32_keeps_the_map(ic15):
     """Kept fp32, the last deconv takes the sigmoid with it (FX would squeeze the logits into [0, 1))."""
     from dbdetect import models
     from dbdetect.imageio import load_image
-    from dbdetect.int8_torch import PROB_LOGITS, quantize_module
+    from dbdetect.deploy.torch_int8 import PROB_LOGITS, quantize_module
     from dbdetect.preprocess import prepare
 
     net = models.fuse(models.create("ppocrv4", pretrained=True).eval())
@@ -257,7 +257,7 @@ def test_last_deconv_kept_fp32_keeps_the_map(ic15):
 def test_gate_folding_can_be_switched_off(ic15):
     from dbdetect import models
     from dbdetect.imageio import load_image
-    from dbdetect.int8_torch import quantize_module
+    from dbdetect.deploy.torch_int8 import quantize_module
     from dbdetect.preprocess import prepare
 
     net = models.fuse(models.create("ppocrv4", pretrained=True).eval())
@@ -276,7 +276,7 @@ def test_gate_folding_can_be_switched_off(ic15):
 
 def test_fp32_regions_work_in_place_with_the_same_result():
     from dbdetect import models
-    from dbdetect.int8_torch import _ScalarAffine, traceable
+    from dbdetect.deploy.torch_int8 import _ScalarAffine, traceable
 
     net = models.fuse(models.create("ppocrv4", pretrained=True).eval())
     keep = ["backbone.stem", "backbone.stages.0"]
@@ -292,7 +292,7 @@ def test_fp32_regions_work_in_place_with_the_same_result():
 
 def test_observers_set_the_activation_range():
     """minmax spans every calibration value; histogram clips long tails (why minmax is the default)."""
-    from dbdetect.int8_torch import qconfig_mapping
+    from dbdetect.deploy.torch_int8 import qconfig_mapping
 
     torch.manual_seed(0)
     batches = [torch.distributions.Laplace(0.0, 1.0 + i).sample((1, 4, 64, 64)) for i in range(4)]

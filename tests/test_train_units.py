@@ -1,9 +1,6 @@
 """Pieces of the trainer that need no model: schedule, sampler, plot, run-folder safety."""
-import json
-import math
 
 import cv2
-import numpy as np
 import pytest
 
 from dbdetect.cli import main

@@ -21,8 +21,8 @@ import torch
 from . import postprocess
 from .imageio import ImageLike, load_image
 from .memory import keep_freed_memory
-from .int8_torch import SUFFIX as TORCHSCRIPT
 from .preprocess import prepare
+from .runtime.torchscript import SUFFIX as TORCHSCRIPT
 
 __all__ = ["Detection", "Detector", "detect", "to_json"]
 
@@ -108,7 +108,7 @@ class Detector:
         backend: "torch" or "onnxruntime" (``pip install "dbdetect[onnx]"``).
             ``None``: onnxruntime for an ``.onnx`` file, torch otherwise. With
             "onnxruntime", a registry name, checkpoint or module is exported
-            once into the cache folder of :func:`dbdetect.onnx_backend.cache_dir`.
+            once into the cache folder of :func:`dbdetect.runtime.onnx.cache_dir`.
             An ``.onnx`` file written by ``dbdetect export`` carries its own
             settings; one without them runs with the PP-OCR defaults and a warning.
 
@@ -139,7 +139,7 @@ class Detector:
         if _check_device(device).type == "cpu":
             keep_freed_memory()  # pre-processing's arrays too, not only torch's feature maps
         if self.backend == "onnxruntime":
-            from .onnx_backend import open_session
+            from .runtime.onnx import open_session
 
             self.device = _check_device(device)
             explicit = dict(limit_side_len=limit_side_len, limit_type=limit_type, thresh=thresh,
@@ -175,8 +175,8 @@ class Detector:
             p.requires_grad_(False)
 
     def _init_torchscript(self, path, device, num_threads) -> None:
-        """A torch int8 file of :func:`dbdetect.int8_torch.quantize_torch`: x86 int8 kernels, CPU only."""
-        from .int8_torch import load
+        """A torch int8 file of :func:`dbdetect.deploy.torch_int8.quantize_torch`: x86 int8 kernels, CPU only."""
+        from .runtime.torchscript import load
 
         self.device = _check_device(device)
         if self.device.type != "cpu":

@@ -2,7 +2,7 @@
 
 onnxruntime's x86 kernels (MLAS) without VNNI multiply u8 activations by s8 weights with
 ``vpmaddubsw``, which adds the products in pairs into 16 bits and saturates at 32767, the
-same path as torch's (:mod:`dbdetect.int8_cpu`); onnxruntime's quantisation docs name
+same path as torch's (:mod:`dbdetect.runtime.int8_cpu`); onnxruntime's quantisation docs name
 ``reduce_range`` (7-bit weights) for it. A file is safe on every x86 CPU when
 ``255 * 2 * max|w| <= 32767``: its s8 weights lie within +-64 (:data:`SAFE_WEIGHT_QMAX`).
 :func:`dbdetect.export.quantize` writes such files; :func:`weight_qmax` reads any file.

@@ -1,0 +1,60 @@
+"""TorchScript int8 files (torch's own x86 int8): save, and load with the cfg they carry.
+
+The file holds the traced, frozen network and two extra files: the model's cfg
+(:data:`EXTRA_CFG`) and how it was quantised (:data:`EXTRA_QUANT`), which :func:`load`
+checks against the running CPU (:mod:`dbdetect.runtime.int8_cpu`).
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..files import atomic_file
+from . import int8_cpu
+from .metadata import cfg_from_json, cfg_to_json
+
+SUFFIX = ".torchscript"  # how Detector and dbdetect export recognise these files
+EXTRA_CFG = "dbdetect.cfg"
+EXTRA_QUANT = "dbdetect.quantization"
+
+
+def to_torchscript(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """Traced and frozen; any N, H, W runs (the graph keeps no shape constants)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notices
+        with torch.no_grad():
+            return torch.jit.freeze(torch.jit.trace(module.eval(), example, check_trace=False).eval())
+
+
+def save(module: torch.jit.ScriptModule, cfg: dict, settings: dict, path: Path) -> None:
+    """Write next to ``path`` and rename: never half a file, never a replaced one on failure."""
+    with atomic_file(path) as tmp:
+        torch.jit.save(module, str(tmp), _extra_files={EXTRA_CFG: cfg_to_json(cfg),
+                                                        EXTRA_QUANT: json.dumps(settings, sort_keys=True)})
+        load(tmp)  # it reads back
+
+
+def load(path, check_cpu: bool = False) -> tuple[torch.jit.ScriptModule, dict]:
+    """(module, cfg) of a file written by :func:`quantize_torch`; ValueError if it is not one.
+
+    ``check_cpu``: refuse a file whose int8 would go wrong on this CPU, and warn once
+    where int8 is no faster than fp32 here (:func:`dbdetect.runtime.int8_cpu.check_file`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    extra = {EXTRA_CFG: "", EXTRA_QUANT: ""}
+    int8_cpu.use_engine()
+    try:
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except RuntimeError as exc:
+        raise ValueError(f"{path} is not a TorchScript file ({str(exc).splitlines()[0]})") from None
+    if not extra[EXTRA_CFG]:
+        raise ValueError(f"{path} carries no dbdetect settings ({EXTRA_CFG!r}): write it with dbdetect export")
+    if check_cpu:
+        int8_cpu.check_file(path, module, json.loads(extra[EXTRA_QUANT] or "{}"))
+    return module.eval(), cfg_from_json(extra[EXTRA_CFG], str(path))
