@@ -93,12 +93,16 @@ class Detector:
             torch int8 ``.torchscript`` file written by ``dbdetect export``, or
             an ``nn.Module`` with a ``cfg`` dict.
         device: torch device string ("cpu", "cuda", "cuda:1", ...).
-        limit_side_len, limit_type: resize policy. "max" caps the longer side
-            at ``limit_side_len``; "min" raises the shorter side to it. Both
-            then round to a multiple of 32. ``None`` takes the model's default.
-        thresh, box_thresh, unclip_ratio, use_dilation, score_mode,
-            max_candidates: post-processing settings; ``None`` takes the
-            model's recommended values (its registry entry's ``cfg``).
+        limit_side_len: the side length of the resize policy; ``None`` takes the model's default.
+        limit_type: "max" caps the longer side at ``limit_side_len``; "min" raises the
+            shorter side to it. Both then round to a multiple of 32. ``None``: the model's.
+        thresh: probability threshold of the text map (``None``: the model's recommended
+            value, its registry entry's ``cfg``; the same for the settings below).
+        box_thresh: minimum mean probability inside a box.
+        unclip_ratio: how far a shrunk text region is grown back.
+        use_dilation: dilate the binary map before finding contours.
+        score_mode: "fast" (mean inside the box) or "slow" (inside the contour).
+        max_candidates: at most this many contours per image.
         box_type: "quad" (rotated rectangles) or "poly" (curved polygons).
         min_size: as in :func:`dbdetect.postprocess.boxes_from_prob`.
         channel_order: channel order of NumPy colour images given to this
@@ -118,7 +122,7 @@ class Detector:
 
     def __init__(
         self,
-        model="ppocrv4",
+        model: str | os.PathLike | torch.nn.Module = "ppocrv4",
         device: str = "cpu",
         limit_side_len: int | None = None,
         limit_type: str | None = None,

@@ -31,7 +31,6 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from .memory import single_malloc_arena
-
 __all__ = ["Result", "prefetch", "detect_stream", "single_malloc_arena"]
 
 
@@ -98,7 +97,7 @@ def prefetch(items: Iterable, fn: Callable, workers: int = 1, depth: int = 4) ->
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def detect_stream(det, images: Iterable, batch_size: int = 1, workers: int = 1,
+def detect_stream(det: Any, images: Iterable, batch_size: int = 1, workers: int = 1,
                   channel_order: str | None = None, streams: int = 1) -> Iterator[Result]:
     """Detect text in a stream of images; one :class:`Result` per input, in order.
 

@@ -32,8 +32,16 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import torch
+
+    from .data import Sample
 
 # cfg keys a tuned checkpoint sets (those Detector reads by default)
 SETTING_KEYS = ("limit_side_len", "limit_type", "thresh", "box_thresh", "unclip_ratio", "use_dilation", "score_mode")
@@ -142,7 +150,7 @@ def _rows(grid: Grid, limit_type: str, counts: np.ndarray) -> list[dict]:
     return [rows[i] for i in order]
 
 
-def tune(model, samples, grid: Grid | dict | None = None, limit_type: str | None = None, device: str = "cpu",
+def tune(model: str | os.PathLike | torch.nn.Module, samples: Sequence[Sample], grid: Grid | dict | None = None, limit_type: str | None = None, device: str = "cpu",
          progress: bool = True) -> list[dict]:
     """Score every grid point on labelled samples (ICDAR 2015 protocol), best first.
 
@@ -204,7 +212,7 @@ def _check_out(path, overwrite: bool) -> Path:
     return path
 
 
-def save_tuned(model, settings: dict, out, overwrite: bool = False, info: dict | None = None) -> Path:
+def save_tuned(model: str | os.PathLike | torch.nn.Module, settings: dict, out: str | os.PathLike, overwrite: bool = False, info: dict | None = None) -> Path:
     """Write a checkpoint whose ``cfg`` carries ``settings`` (a :func:`tune` row).
 
     A checkpoint path is copied without its training state (optimizer,

@@ -50,7 +50,10 @@ class QuantizedGatedConv1x1(nn.Module):
         w = rse.conv.weight.detach().float().contiguous()
         w_scale = (w.abs().amax(dim=(1, 2, 3)) / float(weight_qmax)).clamp_min(1e-12).double()
         w_zp = torch.zeros(w.shape[0], dtype=torch.long)
-        self.register_buffer("w_int", torch.quantize_per_channel(w, w_scale, w_zp, 0, torch.qint8).int_repr())
+        # plain rounding (half to even, as torch's quantisation rounds), not the deprecated
+        # quantised-tensor constructors: only the int8 values are kept
+        w_int = torch.round(w.double() / w_scale.reshape(-1, 1, 1, 1)).clamp(-weight_qmax, weight_qmax)
+        self.register_buffer("w_int", w_int.to(torch.int8))
         self.register_buffer("w_scale", w_scale)
         self.register_buffer("w_zp", w_zp)
         se = rse.se.se if hasattr(rse.se, "se") else rse.se  # int8_torch wraps it for tracing

@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..files import check_out
@@ -48,7 +50,8 @@ def _check_quant_options(quant_format: str, nodes: str, activations: str, weight
             raise ValueError(f"{what} must be 'u8' or 's8', got {v!r}")
 
 
-def quantize(onnx_path, out_path, calibration_images, n: int = 100, limit_side_len: int | None = None,
+def quantize(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
+             calibration_images: str | os.PathLike | Sequence[str | os.PathLike], n: int = 100, limit_side_len: int | None = None,
              limit_type: str | None = None, quant_format: str = "qdq", activations: str = "u8",
              weights: str = "s8", nodes: str = "dense",
              overwrite: bool = False, progress: bool = True) -> Path:
@@ -67,7 +70,8 @@ def quantize(onnx_path, out_path, calibration_images, n: int = 100, limit_side_l
         n: number of calibration images (spread evenly over the source).
         quant_format: "qdq" (QuantizeLinear/DequantizeLinear around fp32 ops,
             fused into int8 kernels by onnxruntime) or "qoperator" (QLinearConv ...).
-        activations, weights: "u8" or "s8". s8 weights are 7-bit (within +-64,
+        activations: "u8" or "s8".
+        weights: "u8" or "s8". s8 weights are 7-bit (within +-64,
             onnxruntime's ``reduce_range``), so the file is right on x86 CPUs
             without VNNI too (:mod:`dbdetect.runtime.int8_ort`).
         nodes: which nodes get int8: "dense" (convolutions with groups == 1 and

@@ -19,7 +19,9 @@ own int8"), for a small share of the time.
 from __future__ import annotations
 
 import copy
+import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -201,8 +203,9 @@ def quantize_module(fused: nn.Module, images, fp32_modules=(), progress: bool = 
     return module
 
 
-def quantize_torch(model, out_path, calibration_images, n: int = 32, limit_side_len: int | None = None,
-                   fp32_modules=None, overwrite: bool = False, progress: bool = True,
+def quantize_torch(model: str | os.PathLike, out_path: str | os.PathLike,
+                   calibration_images: str | os.PathLike | Sequence[str | os.PathLike], n: int = 32,
+                   limit_side_len: int | None = None, fp32_modules: Sequence[str] | None = None, overwrite: bool = False, progress: bool = True,
                    observer: str = DEFAULT_OBSERVER, int8_deconvs: bool | None = None) -> Path:
     """torch int8 of a registry model or checkpoint, as a ``.torchscript`` file.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from .registry import get_entry, list_models, register_model
 __all__ = ["create", "list_models", "fuse", "register_model", "DBNet", "weights_dir"]
 
 
-def create(name_or_path: Union[str, os.PathLike], pretrained: bool = True, **kw) -> nn.Module:
+def create(name_or_path: Union[str, os.PathLike], pretrained: bool = True, **kw: Any) -> nn.Module:
     """Build a model by registry name, or load a training checkpoint.
 
     Args:

@@ -108,7 +108,7 @@ def _verify(net: torch.nn.Module, path: Path, tol: float = 1e-4) -> float:
     return diff
 
 
-def to_onnx(model, path, opset: int = DEFAULT_OPSET, overwrite: bool = False, verify: bool = True) -> Path:
+def to_onnx(model: str | os.PathLike | torch.nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET, overwrite: bool = False, verify: bool = True) -> Path:
     """Export a DBNet (BatchNorm folded, eval mode) to ONNX with its cfg as metadata.
 
     The graph has one float input ``image`` (N, 3, H, W) with dynamic N, H, W
