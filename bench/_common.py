@@ -1,4 +1,5 @@
 """Helpers shared by the benchmarks: data paths, the PP-OCR ONNX files, timing."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,20 @@ def onnx_path(name: str) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     wheels = list(CACHE.glob(f"rapidocr_onnxruntime-{version}-*.whl"))
     if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE),
-                        f"rapidocr-onnxruntime=={version}"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "-q",
+                "-d",
+                str(CACHE),
+                f"rapidocr-onnxruntime=={version}",
+            ],
+            check=True,
+        )
         wheels = list(CACHE.glob(f"rapidocr_onnxruntime-{version}-*.whl"))
     with zipfile.ZipFile(wheels[0]) as z:
         dst.write_bytes(z.read(member))

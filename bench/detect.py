@@ -23,6 +23,7 @@ normalise, network and post-processing.
     python bench/detect.py --fp32-onnx v4.onnx --int8-onnx v4_int8.onnx   # files made by dbdetect export
     python bench/detect.py --torch-int8 v4_int8.torchscript                 # this torch int8 file
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,7 @@ class ReferencePipeline:
     def __init__(self, onnx_file, cfg, limit_side_len, limit_type, threads):
         import onnxruntime as ort
 
-        self.sess = ort.InferenceSession(str(onnx_file), blocking_options(threads),
-                                         providers=["CPUExecutionProvider"])
+        self.sess = ort.InferenceSession(str(onnx_file), blocking_options(threads), providers=["CPUExecutionProvider"])
         self.input = self.sess.get_inputs()[0].name
         self.cfg, self.limit_side_len, self.limit_type = cfg, limit_side_len, limit_type
 
@@ -70,9 +70,15 @@ class ReferencePipeline:
         x = x.transpose(2, 0, 1)[None].astype(np.float32)
         prob = self.sess.run(None, {self.input: x})[0][0, 0]
         polys, _ = ref_boxes_from_prob(
-            prob, img.shape[:2], thresh=self.cfg["thresh"], box_thresh=self.cfg["box_thresh"],
-            unclip_ratio=self.cfg["unclip_ratio"], max_candidates=self.cfg["max_candidates"],
-            use_dilation=self.cfg["use_dilation"], score_mode=self.cfg["score_mode"])
+            prob,
+            img.shape[:2],
+            thresh=self.cfg["thresh"],
+            box_thresh=self.cfg["box_thresh"],
+            unclip_ratio=self.cfg["unclip_ratio"],
+            max_candidates=self.cfg["max_candidates"],
+            use_dilation=self.cfg["use_dilation"],
+            score_mode=self.cfg["score_mode"],
+        )
         return polys
 
 
@@ -154,20 +160,28 @@ def report(names, samples, times, stage_clock, dets, sizes):
 
     n = len(samples)
     base = np.asarray(times["torch fp32"])
-    print(f"{'pipeline':<22}{'ms/img':>8}{'ratio':>7}{'median':>8}  {'decode':>7}{'prep':>7}{'network':>8}"
-          f"{'post':>6}{'P':>7}{'R':>7}{'H':>7}{'MiB':>6}")
+    print(
+        f"{'pipeline':<22}{'ms/img':>8}{'ratio':>7}{'median':>8}  {'decode':>7}{'prep':>7}{'network':>8}"
+        f"{'post':>6}{'P':>7}{'R':>7}{'H':>7}{'MiB':>6}"
+    )
     ratios = {}
     for name in names:
         r = evaluate_detections(samples, dets[name])
         t = np.asarray(times[name])
         ratios[name] = (t.mean() / base.mean(), float(np.median(t / base)))
-        split = "".join(f"{1000 * stage_clock[name][k] / n:>{w}.1f}" for k, w in zip(STAGES, (7, 7, 8, 6))) \
-            if name in stage_clock else f"{'(not split)':>28}"
+        split = (
+            "".join(f"{1000 * stage_clock[name][k] / n:>{w}.1f}" for k, w in zip(STAGES, (7, 7, 8, 6)))
+            if name in stage_clock
+            else f"{'(not split)':>28}"
+        )
         size = f"{sizes[name]:>6.1f}" if name in sizes else f"{'':>6}"
-        print(f"{name:<22}{1000 * t.mean():>8.1f}{ratios[name][0]:>6.3f}x{ratios[name][1]:>7.3f}x  {split}"
-              f"{100 * r['precision']:>7.2f}{100 * r['recall']:>7.2f}{100 * r['hmean']:>7.2f}{size}")
-    measured = ", ".join(f"{name} {a:.3f}x (median per image {m:.3f}x)"
-                         for name, (a, m) in ratios.items() if "int8" in name)
+        print(
+            f"{name:<22}{1000 * t.mean():>8.1f}{ratios[name][0]:>6.3f}x{ratios[name][1]:>7.3f}x  {split}"
+            f"{100 * r['precision']:>7.2f}{100 * r['recall']:>7.2f}{100 * r['hmean']:>7.2f}{size}"
+        )
+    measured = ", ".join(
+        f"{name} {a:.3f}x (median per image {m:.3f}x)" for name, (a, m) in ratios.items() if "int8" in name
+    )
     print(f"goal: int8 <= 0.6x torch fp32 end to end; measured {measured}")
 
 
@@ -206,8 +220,11 @@ def main(argv=None):
         fp32, int8 = args.fp32_onnx, args.int8_onnx
     else:
         fp32, int8 = onnx_files(args.model, args.data, args.calib_n, args.opset)
-    dbd = {"torch fp32": Detector(args.model, **kw), "onnxruntime fp32": Detector(fp32, **kw),
-           "onnxruntime int8": Detector(int8, **kw)}
+    dbd = {
+        "torch fp32": Detector(args.model, **kw),
+        "onnxruntime fp32": Detector(fp32, **kw),
+        "onnxruntime int8": Detector(int8, **kw),
+    }
     cfg = dbd["torch fp32"]
     for name, path in (("onnxruntime fp32", fp32), ("onnxruntime int8", int8)):
         no_spinning(dbd[name], path, args.threads)
@@ -232,14 +249,16 @@ def main(argv=None):
     times = {name: [] for name in names}
     dets = {name: [] for name in names}
     for i, s in enumerate(tqdm(samples, desc="detect", unit="img")):
-        for name in names[i % len(names):] + names[: i % len(names)]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             t0 = time.perf_counter()
             dets[name].append(runners[name](s.image_path))
             times[name].append(time.perf_counter() - t0)
 
-    print(f"\n{len(samples)} ICDAR 2015 test images, {args.model}, {cfg.limit_type} side {cfg.limit_side_len}, "
-          f"{args.threads} threads, int8 {int8.name}; "
-          f"thresholds {dict((k, cfg.post_kwargs[k]) for k in ('thresh', 'box_thresh', 'unclip_ratio'))}")
+    print(
+        f"\n{len(samples)} ICDAR 2015 test images, {args.model}, {cfg.limit_type} side {cfg.limit_side_len}, "
+        f"{args.threads} threads, int8 {int8.name}; "
+        f"thresholds {dict((k, cfg.post_kwargs[k]) for k in ('thresh', 'box_thresh', 'unclip_ratio'))}"
+    )
     report(names, samples, times, stage_clock, dets, sizes)
     if args.json:
         args.json.write_text(json.dumps({"images": [s.image_path.name for s in samples], "seconds": times}))

@@ -17,6 +17,7 @@ ratio is only indicative: this CPU's cache and clock are not an AVX2 CPU's.
 
     python bench/int8_cpu.py --model ppocrv4 --recipe w7 --recipe ort-int8 [--kernels native --kernels avx2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,12 @@ RECIPES = {
     "8bit-deconv-fp32": (8, 8, _EARLY + _DECONVS),
 }
 ORT = "ort-int8"  # onnxruntime static int8 as `dbdetect export --int8` writes it (s8 7-bit weights)
-AVX2_ENV = {"DBDETECT_INT8_ENGINE": "fbgemm", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
-            "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+AVX2_ENV = {
+    "DBDETECT_INT8_ENGINE": "fbgemm",
+    "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+}
 SETTINGS = dict(limit_side_len=736, thresh=0.3, box_thresh=0.5, unclip_ratio=1.6)
 
 
@@ -120,15 +125,30 @@ def main(argv=None) -> None:
         files = {r: str(export(a.model, r, Path(tmp) / f"{r}.torchscript", a.data, a.calib_n)) for r in recipes}
         for k in kernels:
             env = dict(os.environ, **(AVX2_ENV if k == "avx2" else {}))
-            cmd = [sys.executable, __file__, "--model", a.model, "--score-files", json.dumps(files),
-                   "--ic15-split", a.ic15_split, "--limit", str(a.limit), "--threads", str(a.threads),
-                   "--data", str(a.data)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--model",
+                a.model,
+                "--score-files",
+                json.dumps(files),
+                "--ic15-split",
+                a.ic15_split,
+                "--limit",
+                str(a.limit),
+                "--threads",
+                str(a.threads),
+                "--data",
+                str(a.data),
+            ]
             run = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if run.returncode:
                 sys.exit(f"scoring on {k} kernels failed:\n{run.stderr[-3000:]}")
             res = json.loads(run.stdout)
-            print(f"\n{a.model}, {k} kernels, ICDAR 2015 {a.ic15_split}[:{a.limit}] and MSRA-TD500 train[-{a.limit}:]"
-                  f" at side 736 ({a.threads} threads)")
+            print(
+                f"\n{a.model}, {k} kernels, ICDAR 2015 {a.ic15_split}[:{a.limit}] and MSRA-TD500 train[-{a.limit}:]"
+                f" at side 736 ({a.threads} threads)"
+            )
             print(f"{'path':<20} {'ic15 H':>7} {'lines H':>8} {'time / fp32':>12}")
             for name, r in res.items():
                 if "refused" in r:

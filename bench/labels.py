@@ -12,6 +12,7 @@ integer pipeline.
 
 Usage: python bench/labels.py [--data ../shared/data] [--limit N] [--threads T]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import reference_labels as ref  # noqa: E402
+
 from dbdetect import labels  # noqa: E402
 
 H, W = 720, 1280
@@ -85,9 +87,11 @@ def parity(mine, theirs):
 
 def report_parity(name, rows):
     a = np.array(rows)
-    print(f"  parity vs {name}: shrink IoU min {a[:, 0].min():.4f} mean {a[:, 0].mean():.4f} "
-          f"(< 0.98: {(a[:, 0] < 0.98).sum()}), thresh_mask IoU min {a[:, 1].min():.4f} mean {a[:, 1].mean():.4f} "
-          f"(< 0.98: {(a[:, 1] < 0.98).sum()}), mean |thresh_map diff| max {a[:, 2].max():.2e}")
+    print(
+        f"  parity vs {name}: shrink IoU min {a[:, 0].min():.4f} mean {a[:, 0].mean():.4f} "
+        f"(< 0.98: {(a[:, 0] < 0.98).sum()}), thresh_mask IoU min {a[:, 1].min():.4f} mean {a[:, 1].mean():.4f} "
+        f"(< 0.98: {(a[:, 1] < 0.98).sum()}), mean |thresh_map diff| max {a[:, 2].max():.2e}"
+    )
 
 
 def ms(x):
@@ -106,12 +110,14 @@ def main():
 
     gts = sorted((Path(args.data) / "icdar2015" / "train" / "gts").glob("*.txt"))
     if args.limit:
-        gts = gts[:args.limit]
+        gts = gts[: args.limit]
     if not gts:
         sys.exit(f"no gt files under {args.data}/icdar2015/train/gts")
     data = [read_gt(p) for p in gts]
-    print(f"ICDAR 2015 train: {len(data)} images, {np.mean([len(p) for p, _ in data]):.1f} polygons/image, "
-          f"{W}x{H}; cpu_count {os.cpu_count()}")
+    print(
+        f"ICDAR 2015 train: {len(data)} images, {np.mean([len(p) for p, _ in data]):.1f} polygons/image, "
+        f"{W}x{H}; cpu_count {os.cpu_count()}"
+    )
 
     t_ref, t_nat, t_out, t_floor, t_floor_out, par_exact, par_int = [], [], [], [], [], [], []
     out = {k: np.empty((H, W), np.float32) for k in KEYS}
@@ -143,15 +149,18 @@ def main():
         t_nat.append(timed(labels.make_targets, polys, tags, (H, W))[0])
         t_out.append(timed(labels.make_targets, polys, tags, (H, W), out=out)[0])
     r, n, o = statistics.median(t_ref), statistics.median(t_nat), statistics.median(t_out)
-    print(f"Workload 2: dense page ({len(polys)} polygons: 300 quads + 30 curved 16-point), median of "
-          f"{args.dense_repeat}, single thread")
+    print(
+        f"Workload 2: dense page ({len(polys)} polygons: 300 quads + 30 curved 16-point), median of "
+        f"{args.dense_repeat}, single thread"
+    )
     print(f"  reference (Python)         {ms(r)}")
     print(f"  dbdetect, fresh arrays     {ms(n)}   speed-up {r / n:6.1f}x")
     print(f"  dbdetect, out= reused      {ms(o)}   speed-up {r / o:6.1f}x")
     if not args.no_parity:
         mine = labels.make_targets(polys, tags, (H, W))
-        report_parity("exact-offset twin (acceptance)", [parity(mine, ref.make_targets(
-            [p.copy() for p in polys], tags, (H, W)))])
+        report_parity(
+            "exact-offset twin (acceptance)", [parity(mine, ref.make_targets([p.copy() for p in polys], tags, (H, W)))]
+        )
 
     # Chunks of 16 images (a training batch): 1000 images of four 1280x720 float32 maps
     # at once would need ~15 GB.
@@ -164,13 +173,16 @@ def main():
             for _ in range(2):
                 t0 = time.perf_counter()
                 for c in range(0, len(items), chunk):
-                    part = items[c:c + chunk]
-                    labels.make_targets_batch([p for p, _ in part], [t for _, t in part], [(H, W)] * len(part),
-                                              threads=th)
+                    part = items[c : c + chunk]
+                    labels.make_targets_batch(
+                        [p for p, _ in part], [t for _, t in part], [(H, W)] * len(part), threads=th
+                    )
                 best = min(best, time.perf_counter() - t0)
             res[th] = len(items) / best
-        print(f"  {name:10s}: {res[1]:8.1f} img/s with 1 thread, {res[args.threads]:8.1f} img/s "
-              f"with {args.threads} threads")
+        print(
+            f"  {name:10s}: {res[1]:8.1f} img/s with 1 thread, {res[args.threads]:8.1f} img/s "
+            f"with {args.threads} threads"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ same thread count, interleaved runs; prints median times and torch/onnxruntime r
 
     python bench/model_speed.py [--data ../shared/data] [--threads 2] [--runs 10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from dbdetect import models  # noqa: E402
 from test_ppocr_parity import SOURCES, preprocess  # noqa: E402
+
+from dbdetect import models  # noqa: E402
 
 
 def main() -> int:
@@ -34,9 +36,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--models", nargs="+", default=["ppocrv4", "ppocrv3"])
-    ap.add_argument("--variants", nargs="+", default=["eager", "fused_nchw", "fused", "frozen"],
-                    help="eager: as loaded; fused_nchw: models.fuse(channels_last=False); fused: models.fuse; "
-                         "frozen: fuse + torch.jit.trace/freeze/optimize_for_inference")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["eager", "fused_nchw", "fused", "frozen"],
+        help="eager: as loaded; fused_nchw: models.fuse(channels_last=False); fused: models.fuse; "
+        "frozen: fuse + torch.jit.trace/freeze/optimize_for_inference",
+    )
     args = ap.parse_args()
     import onnxruntime as ort
 
@@ -53,7 +59,7 @@ def main() -> int:
         x = preprocess(img, base.cfg)
         xt = torch.from_numpy(x)
         ref = sess.run(None, {"x": x})[0]
-        runners = {"onnxruntime": lambda: sess.run(None, {"x": x})[0]}
+        runners = {"onnxruntime": lambda sess=sess, x=x: sess.run(None, {"x": x})[0]}
         for v in args.variants:
             m = models.create(name).eval()
             inp = xt
@@ -66,6 +72,7 @@ def main() -> int:
             def run(m=m, inp=inp):
                 with torch.inference_mode():
                     return m(inp).numpy()
+
             runners[v] = run
         times = {k: [] for k in runners}
         for k, r in runners.items():  # warm-up + accuracy

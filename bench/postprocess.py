@@ -8,6 +8,7 @@ box agreement (IoU >= 0.95 both ways, scores within 0.01).
 
     PYTHONPATH=src python bench/postprocess.py [--limit N] [--data DIR] [--box-type quad|poly]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
 import reference_postprocess as ref  # noqa: E402
-from dbdetect import postprocess  # noqa: E402
 from postprocess_match import add, match  # noqa: E402
 from prob_maps import MapMaker, dense_map  # noqa: E402
+
+from dbdetect import postprocess  # noqa: E402
 
 
 def _time(fn, repeat):
@@ -65,8 +67,8 @@ def main(argv=None):
             r = ref.boxes_from_prob(prob, dest, **kw)
             m = postprocess.boxes_from_prob(prob, dest, **kw)
             add(agree, match(*r, *m))
-            t_ref.append(_time(lambda: ref.boxes_from_prob(prob, dest, **kw), args.repeat))
-            t_nat.append(_time(lambda: postprocess.boxes_from_prob(prob, dest, **kw), args.repeat))
+            t_ref.append(_time(lambda prob=prob, dest=dest: ref.boxes_from_prob(prob, dest, **kw), args.repeat))
+            t_nat.append(_time(lambda prob=prob, dest=dest: postprocess.boxes_from_prob(prob, dest, **kw), args.repeat))
         mr, mn = statistics.median(t_ref), statistics.median(t_nat)
         h, w = items[0][0].shape
         print(f"{name}: {len(items)} map(s) {w}x{h}, box_type={args.box_type}")
@@ -74,10 +76,12 @@ def main(argv=None):
         print(f"  dbdetect  median {mn * 1e3:8.3f} ms/map")
         print(f"  speed-up  {mr / mn:6.1f}x")
         nr, no = max(agree["n_ref"], 1), max(agree["n_out"], 1)
-        print(f"  boxes: reference {agree['n_ref']}, dbdetect {agree['n_out']}; "
-              f"matched IoU>=0.95: {agree['ref_matched'] / nr:.2%} of reference, "
-              f"{agree['out_matched'] / no:.2%} of dbdetect; "
-              f"scores within 0.01: {agree['score_ok'] / max(agree['ref_matched'], 1):.2%}")
+        print(
+            f"  boxes: reference {agree['n_ref']}, dbdetect {agree['n_out']}; "
+            f"matched IoU>=0.95: {agree['ref_matched'] / nr:.2%} of reference, "
+            f"{agree['out_matched'] / no:.2%} of dbdetect; "
+            f"scores within 0.01: {agree['score_ok'] / max(agree['ref_matched'], 1):.2%}"
+        )
 
     if maps:
         run("ICDAR 2015 test", maps)

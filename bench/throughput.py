@@ -29,8 +29,8 @@ Ray runs over the difference in images is the steady-state rate (actor start-up
 and model loading cancel). Ray's overhead is the median over rounds of how much
 slower Ray ran than its twin just before it.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 from dbdetect.distributed import keep_on_loopback
 
@@ -68,7 +68,7 @@ def _forward_seconds(det, paths: list[str], streams: int, window: int = 8) -> fl
             for x in inputs:
                 det._forward(x)
         else:
-            list(pool.map(lambda k: [det._forward(x) for x in inputs[k::streams]], range(streams)))
+            list(pool.map(lambda k, inputs=inputs: [det._forward(x) for x in inputs[k::streams]], range(streams)))
         total += time.perf_counter() - t0
     if pool is not None:
         pool.shutdown()
@@ -106,8 +106,12 @@ def _measure(variant: str, paths: list[str], workers: int, batch_size: int) -> d
         dt = _forward_seconds(det, paths, streams)
     if not variant.startswith("bound"):
         dt = time.perf_counter() - t0
-    return {"variant": variant, "images": len(paths), "seconds": dt,
-            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "variant": variant,
+        "images": len(paths),
+        "seconds": dt,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def _ray_run(ray, paths: list[str], actors: int, batch_size: int) -> float:
@@ -143,13 +147,24 @@ def _measure_ray(actors: int, paths: list[str], args) -> dict:
             ref = _spawn(twin, part, args)
             t_small = _ray_run(ray, part[:k], actors, args.batch_size)
             t_full = _ray_run(ray, part, actors, args.batch_size)
-            rounds.append({"ray_ips": (len(part) - k) / (t_full - t_small), "twin_ips": ref["images"] / ref["seconds"],
-                           "startup_s": t_small})
+            rounds.append(
+                {
+                    "ray_ips": (len(part) - k) / (t_full - t_small),
+                    "twin_ips": ref["images"] / ref["seconds"],
+                    "startup_s": t_small,
+                }
+            )
     finally:
         ray.shutdown()
     steady = len(paths) // args.ray_rounds - k  # images per round in the steady state
-    return {"variant": f"ray-{actors}", "images": steady * len(rounds), "twin": twin, "rounds": rounds,
-            "seconds": sum(steady / r["ray_ips"] for r in rounds), "max_rss_mb": float("nan")}
+    return {
+        "variant": f"ray-{actors}",
+        "images": steady * len(rounds),
+        "twin": twin,
+        "rounds": rounds,
+        "seconds": sum(steady / r["ray_ips"] for r in rounds),
+        "max_rss_mb": float("nan"),
+    }
 
 
 def _child(args) -> None:
@@ -164,8 +179,20 @@ def _child(args) -> None:
 def _spawn(variant: str, paths: list[str], args) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write("\n".join(paths))
-    cmd = [sys.executable, __file__, "--child", variant, "--paths-file", f.name, "--workers", str(args.workers),
-           "--batch-size", str(args.batch_size), "--ray-rounds", str(args.ray_rounds)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        variant,
+        "--paths-file",
+        f.name,
+        "--workers",
+        str(args.workers),
+        "--batch-size",
+        str(args.batch_size),
+        "--ray-rounds",
+        str(args.ray_rounds),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True)
     Path(f.name).unlink()
     lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
@@ -181,10 +208,12 @@ def _print_local(totals: dict, ratios: list, args, n: int) -> None:
     for v, t in totals.items():
         rss = "-" if t["max_rss_mb"] != t["max_rss_mb"] else f"{t['max_rss_mb']:.0f}"
         print(f"{v:10s} {ips[v]:7.2f} {1000 / ips[v]:7.1f} {ips[v] / ips['bound']:8.3f} {rss:>10s}")
-    print(f"pipeline / bound: {ips['pipeline'] / ips['bound']:.3f} (median of chunks {statistics.median(ratios):.3f}); "
-          f"pipeline / loop: {ips['pipeline'] / ips['loop']:.3f}; pipeline / bound-2s: "
-          f"{ips['pipeline'] / ips['bound-2s']:.3f}; pipe-1s / bound: {ips['pipe-1s'] / ips['bound']:.3f}; "
-          f"RSS pipeline - loop: {totals['pipeline']['max_rss_mb'] - totals['loop']['max_rss_mb']:+.0f} MB")
+    print(
+        f"pipeline / bound: {ips['pipeline'] / ips['bound']:.3f} (median of chunks {statistics.median(ratios):.3f}); "
+        f"pipeline / loop: {ips['pipeline'] / ips['loop']:.3f}; pipeline / bound-2s: "
+        f"{ips['pipeline'] / ips['bound-2s']:.3f}; pipe-1s / bound: {ips['pipe-1s'] / ips['bound']:.3f}; "
+        f"RSS pipeline - loop: {totals['pipeline']['max_rss_mb'] - totals['loop']['max_rss_mb']:+.0f} MB"
+    )
 
 
 def main() -> None:
@@ -218,8 +247,11 @@ def main() -> None:
             t["seconds"] += r["seconds"]
             t["max_rss_mb"] = max(t["max_rss_mb"], r["max_rss_mb"])
         ratios.append(got["bound"]["seconds"] / got["pipeline"]["seconds"])
-        print(f"chunk {start // args.chunk}: " + ", ".join(f"{v} {got[v]['images'] / got[v]['seconds']:.2f} img/s"
-                                                          for v in LOCAL), flush=True)
+        print(
+            f"chunk {start // args.chunk}: "
+            + ", ".join(f"{v} {got[v]['images'] / got[v]['seconds']:.2f} img/s" for v in LOCAL),
+            flush=True,
+        )
     if not args.no_ray:
         ray_paths = paths[: args.ray_limit or len(paths)]
         for actors in (1, 2):
@@ -233,10 +265,14 @@ def main() -> None:
         if res is None:
             continue
         over = [100 * (r["twin_ips"] / r["ray_ips"] - 1) for r in res["rounds"]]
-        print(f"ray-{actors} vs in-process {res['twin']}, {len(over)} rounds: "
-              + ", ".join(f"{r['ray_ips']:.2f} vs {r['twin_ips']:.2f} img/s ({o:+.1f}%)" for r, o in zip(res["rounds"], over))
-              + f"; Ray's overhead per image, median {statistics.median(over):+.1f}% "
-              f"(start-up of a {10 * actors}-image run {statistics.median(r['startup_s'] for r in res['rounds']):.1f} s)")
+        print(
+            f"ray-{actors} vs in-process {res['twin']}, {len(over)} rounds: "
+            + ", ".join(
+                f"{r['ray_ips']:.2f} vs {r['twin_ips']:.2f} img/s ({o:+.1f}%)" for r, o in zip(res["rounds"], over)
+            )
+            + f"; Ray's overhead per image, median {statistics.median(over):+.1f}% "
+            f"(start-up of a {10 * actors}-image run {statistics.median(r['startup_s'] for r in res['rounds']):.1f} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ The shipped form of this path is ``dbdetect export --int8 --out M.torchscript``
 policies it was studied with. ``torch.ao.quantization`` is deprecated upstream
 (torch says it moves to torchao).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,13 +44,14 @@ EARLY = ("backbone.stem", "backbone.stages.0", "backbone.stages.1")
 
 
 def qconfig_mapping(net: nn.Module, policy: str):
-    from torch.ao.quantization import (HistogramObserver, PerChannelMinMaxObserver, QConfig,
-                                       get_default_qconfig_mapping)
+    from torch.ao.quantization import HistogramObserver, PerChannelMinMaxObserver, QConfig, get_default_qconfig_mapping
     from torch.ao.quantization.qconfig import default_weight_observer
 
     act = HistogramObserver.with_args(dtype=torch.quint8, reduce_range=False)  # VNNI: no 7-bit workaround
-    qc = QConfig(activation=act, weight=PerChannelMinMaxObserver.with_args(
-        dtype=torch.qint8, qscheme=torch.per_channel_symmetric))
+    qc = QConfig(
+        activation=act,
+        weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric),
+    )
     mapping = get_default_qconfig_mapping("x86").set_global(qc)
     mapping.set_object_type(nn.ConvTranspose2d, QConfig(activation=act, weight=default_weight_observer))
     if policy == "mixed":
@@ -115,19 +117,23 @@ def main(argv=None):
     names = list(nets)
     times, dets = {n: [] for n in names}, {n: [] for n in names}
     for i, s in enumerate(tqdm(held_out, desc="detect", unit="img")):
-        for name in names[i % len(names):] + names[: i % len(names)]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             det.model = nets[name]
             t0 = time.perf_counter()
             dets[name].append(det(str(s.image_path)))
             times[name].append(time.perf_counter() - t0)
-    print(f"\n{len(held_out)} held-out ICDAR 2015 training images, {args.model}, {det.limit_type} side "
-          f"{det.limit_side_len}, {args.threads} threads, {len(calib)} calibration images")
+    print(
+        f"\n{len(held_out)} held-out ICDAR 2015 training images, {args.model}, {det.limit_type} side "
+        f"{det.limit_side_len}, {args.threads} threads, {len(calib)} calibration images"
+    )
     scores = {name: evaluate_detections(held_out, dets[name]) for name in names}
     base_t, base_h = np.mean(times["torch fp32"]), scores["torch fp32"]["hmean"]
     for name, r in scores.items():
-        print(f"{name:<24}{1000 * np.mean(times[name]):>8.1f} ms {np.mean(times[name]) / base_t:>6.3f}x  "
-              f"P {100 * r['precision']:.2f} R {100 * r['recall']:.2f} H {100 * r['hmean']:.2f}  "
-              f"dH {100 * (r['hmean'] - base_h):+.2f}")
+        print(
+            f"{name:<24}{1000 * np.mean(times[name]):>8.1f} ms {np.mean(times[name]) / base_t:>6.3f}x  "
+            f"P {100 * r['precision']:.2f} R {100 * r['recall']:.2f} H {100 * r['hmean']:.2f}  "
+            f"dH {100 * (r['hmean'] - base_h):+.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ hide its cost.
 Usage: python bench/train_step.py [--data ../shared/data] [--steps 4] [--rounds 2]
        [--batch-size 8] [--size 640] [--threads 2] [--model ppocrv4] [--device cpu]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,10 +35,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
 from _common import DEFAULT_DATA  # noqa: E402
 from labels import H, W, dense_page  # noqa: E402  (bench/labels.py; puts src/ on the path)
-
-import torch  # noqa: E402
 
 from dbdetect import models  # noqa: E402
 from dbdetect.data import load_samples  # noqa: E402
@@ -72,6 +72,7 @@ def make_runner(model, loss_fn, opt, device):
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 5.0)
         opt.step()
         return loss.item()  # waits for the device, so the step's time is all in
+
     return step
 
 
@@ -95,8 +96,10 @@ def main() -> int:
     step = make_runner(model, make_loss(HPARAMS), opt, args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
-        workloads = {"icdar2015": load_samples(args.data / "icdar2015" / "train"),
-                     "dense page": load_samples(write_dense_pages(Path(tmp) / "dense"), fmt="polygon")}
+        workloads = {
+            "icdar2015": load_samples(args.data / "icdar2015" / "train"),
+            "dense page": load_samples(write_dense_pages(Path(tmp) / "dense"), fmt="polygon"),
+        }
         configs, iters = [], {}
         for name, samples in workloads.items():
             for workers in (1, 2):
@@ -110,8 +113,11 @@ def main() -> int:
         waited = {c: 0.0 for c in configs}
         total = {c: 0.0 for c in configs}
         n = {c: 0 for c in configs}
-        print(f"{len(configs)} loaders, batch {args.batch_size} at {args.size} px, {args.threads} torch threads, "
-              f"{args.rounds} rounds x {args.steps} measured steps each", flush=True)
+        print(
+            f"{len(configs)} loaders, batch {args.batch_size} at {args.size} px, {args.threads} torch threads, "
+            f"{args.rounds} rounds x {args.steps} measured steps each",
+            flush=True,
+        )
         for r in range(args.rounds):
             for c in configs:
                 warm = 2 * c[1] + 1
@@ -125,15 +131,19 @@ def main() -> int:
                         waited[c] += t1 - t0
                         total[c] += t2 - t0
                         n[c] += 1
-                print(f"  round {r + 1}: {c[0]}, {c[1]} worker(s): {1000 * total[c] / n[c]:.0f} ms/step so far",
-                      flush=True)
+                print(
+                    f"  round {r + 1}: {c[0]}, {c[1]} worker(s): {1000 * total[c] / n[c]:.0f} ms/step so far",
+                    flush=True,
+                )
         del iters
 
     print(f"\n{'workload':<12} {'workers':>7} {'step ms':>8} {'wait ms':>8} {'wait share':>10}")
     for c in configs:
         share = waited[c] / total[c]
-        print(f"{c[0]:<12} {c[1]:>7} {1000 * total[c] / n[c]:>8.0f} {1000 * waited[c] / n[c]:>8.1f} "
-              f"{100 * share:>9.1f}%{'' if share < 0.05 else '  (goal < 5%)'}")
+        print(
+            f"{c[0]:<12} {c[1]:>7} {1000 * total[c] / n[c]:>8.0f} {1000 * waited[c] / n[c]:>8.1f} "
+            f"{100 * share:>9.1f}%{'' if share < 0.05 else '  (goal < 5%)'}"
+        )
     return 0
 
 

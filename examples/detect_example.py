@@ -1,7 +1,8 @@
 """Detect text in examples/sample.jpg and write examples/sample_det.jpg.
 
-    python examples/detect_example.py [IMAGE] [OUTPUT]
+python examples/detect_example.py [IMAGE] [OUTPUT]
 """
+
 import sys
 from pathlib import Path
 

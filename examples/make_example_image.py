@@ -3,6 +3,7 @@
 The example image is generated rather than taken from a dataset, so it carries
 no licence of its own. Run once; the result is committed.
 """
+
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,9 @@ img = cv2.GaussianBlur((img + rng.normal(0, 6, img.shape)).clip(0, 255).astype(n
 
 cv2.rectangle(img, (40, 40), (680, 150), (245, 240, 230), -1)
 cv2.putText(img, "GRAND OPENING", (70, 118), cv2.FONT_HERSHEY_DUPLEX, 2.0, (30, 30, 160), 4, cv2.LINE_AA)
-cv2.putText(img, "Fresh bread  Coffee  Pastries", (60, 210), cv2.FONT_HERSHEY_SIMPLEX, 1.1, (20, 20, 20), 2, cv2.LINE_AA)
+cv2.putText(
+    img, "Fresh bread  Coffee  Pastries", (60, 210), cv2.FONT_HERSHEY_SIMPLEX, 1.1, (20, 20, 20), 2, cv2.LINE_AA
+)
 cv2.putText(img, "Open daily 7am - 9pm", (60, 265), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (250, 250, 250), 2, cv2.LINE_AA)
 
 # A rotated price tag: draw on its own canvas, then warp into place.

@@ -1,4 +1,5 @@
 """Box matching used by the post-processing tests and benchmark."""
+
 from __future__ import annotations
 
 import cv2
@@ -27,6 +28,7 @@ def match(ref_polys, ref_scores, polys, scores, iou_thr=0.95, score_tol=0.01):
     IoU >= iou_thr), out_matched (the converse), score_ok (matched ref boxes
     whose best match's score is within score_tol).
     """
+
     def boxes(ps):
         return [(p.min(0), p.max(0)) for p in ps]
 
@@ -50,8 +52,9 @@ def match(ref_polys, ref_scores, polys, scores, iou_thr=0.95, score_tol=0.01):
             ref_matched += 1
             score_ok += abs(float(ref_scores[i]) - float(scores[j])) <= score_tol
     out_matched = sum(best(i, polys, ob, ref_polys, rb)[0] >= iou_thr for i in range(len(polys)))
-    return dict(n_ref=len(ref_polys), n_out=len(polys), ref_matched=ref_matched,
-                out_matched=int(out_matched), score_ok=score_ok)
+    return dict(
+        n_ref=len(ref_polys), n_out=len(polys), ref_matched=ref_matched, out_matched=int(out_matched), score_ok=score_ok
+    )
 
 
 def add(total: dict, part: dict) -> dict:

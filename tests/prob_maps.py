@@ -6,6 +6,7 @@ PP-OCRv4 detector ONNX file from a cached rapidocr-onnxruntime wheel through
 onnxruntime, else the caller skips with the reason returned here.
 Maps are cached as .npy under a temp dir (never committed).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,6 +52,7 @@ class MapMaker:
         self._fn = None
         try:  # the bundled model, once it lands in main
             import torch
+
             from dbdetect import models  # noqa: F401
 
             model = models.create("ppocrv4").eval()

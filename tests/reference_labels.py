@@ -25,6 +25,7 @@ dbdetect documents, so the twin follows them):
 - when the shrink splits a polygon into several pieces all are filled
   (PaddleOCR retries with a larger ratio, MhLiao/DB fills the first piece).
 """
+
 from __future__ import annotations
 
 import cv2
@@ -53,10 +54,12 @@ def _offset(poly: np.ndarray, delta: float, precise: bool) -> list:
     pco = pyclipper.PyclipperOffset()
     if precise:
         pco.ArcTolerance = 0.25 * scale / 16
-    pco.AddPath([tuple(p) for p in np.round(poly * scale).astype(np.int64).tolist()],
-                pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
-    return [np.array(piece, dtype=np.float64).reshape(-1, 2) / scale
-            for piece in pco.Execute(delta * scale)]
+    pco.AddPath(
+        [tuple(p) for p in np.round(poly * scale).astype(np.int64).tolist()],
+        pyclipper.JT_ROUND,
+        pyclipper.ET_CLOSEDPOLYGON,
+    )
+    return [np.array(piece, dtype=np.float64).reshape(-1, 2) / scale for piece in pco.Execute(delta * scale)]
 
 
 TOL = 0.5  # the half-pixel widening of upstream's fillPoly (precise mode only)
@@ -69,7 +72,7 @@ def _fill_centres(img: np.ndarray, poly: np.ndarray, value: float) -> None:
     y0, y1 = max(0, int(np.floor(poly[:, 1].min()))), min(h - 1, int(np.ceil(poly[:, 1].max())))
     if x0 > x1 or y0 > y1:
         return
-    ys, xs = np.mgrid[y0:y1 + 1, x0:x1 + 1].astype(np.float64)
+    ys, xs = np.mgrid[y0 : y1 + 1, x0 : x1 + 1].astype(np.float64)
     inside = np.zeros(xs.shape, dtype=bool)
     for i in range(len(poly)):
         (ax, ay), (bx, by) = poly[i], poly[(i + 1) % len(poly)]
@@ -78,15 +81,19 @@ def _fill_centres(img: np.ndarray, poly: np.ndarray, value: float) -> None:
         crosses = (ay <= ys) != (by <= ys)
         xc = ax + (ys - ay) * (bx - ax) / (by - ay)
         inside ^= crosses & (xs < xc)
-    img[y0:y1 + 1, x0:x1 + 1][inside] = value
+    img[y0 : y1 + 1, x0 : x1 + 1][inside] = value
 
 
-def _fill_offset(img: np.ndarray, poly: np.ndarray, delta: float, value: float,
-                 precise: bool) -> bool:
+def _fill_offset(img: np.ndarray, poly: np.ndarray, delta: float, value: float, precise: bool) -> bool:
     """Fill poly offset by delta (upstream: by the integer rule). False if nothing is left."""
     if not precise:
-        cv2.fillPoly(img, [np.round(poly).astype(np.int32)] if delta == 0 else
-                     [np.round(p).astype(np.int32) for p in _offset(poly, delta, False)], value)
+        cv2.fillPoly(
+            img,
+            [np.round(poly).astype(np.int32)]
+            if delta == 0
+            else [np.round(p).astype(np.int32) for p in _offset(poly, delta, False)],
+            value,
+        )
         return delta == 0 or bool(_offset(poly, delta, False))
     pieces = _offset(poly, delta + TOL, True)  # widened by the half pixel
     for piece in pieces:
@@ -124,7 +131,7 @@ def make_shrink_map(polygons, ignore_tags, h, w, shrink_ratio=0.4, min_text_size
             _fill_offset(mask, poly, 0.0, 0, precise)
             tags[i] = True
             continue
-        distance = polygon_area(poly) * (1 - shrink_ratio ** 2) / polygon_length(poly)
+        distance = polygon_area(poly) * (1 - shrink_ratio**2) / polygon_length(poly)
         if not _fill_offset(gt, poly, -distance, 1, precise):
             _fill_offset(mask, poly, 0.0, 0, precise)
             tags[i] = True
@@ -137,7 +144,7 @@ def draw_border_map(poly, canvas, mask, shrink_ratio, precise=True):
     area = polygon_area(poly)
     if area <= 0:
         return
-    distance = area * (1 - shrink_ratio ** 2) / polygon_length(poly)
+    distance = area * (1 - shrink_ratio**2) / polygon_length(poly)
     padded = _offset(poly, distance, precise)[0]
     _fill_offset(mask, poly, distance, 1.0, precise)
 
@@ -156,32 +163,32 @@ def draw_border_map(poly, canvas, mask, shrink_ratio, precise=True):
     H, W = canvas.shape
     x0, x1 = min(max(0, xmin), W - 1), min(max(0, xmax), W - 1)
     y0, y1 = min(max(0, ymin), H - 1), min(max(0, ymax), H - 1)
-    canvas[y0:y1 + 1, x0:x1 + 1] = np.fmax(
-        1 - dist[y0 - ymin:y1 - ymax + height, x0 - xmin:x1 - xmax + width],
-        canvas[y0:y1 + 1, x0:x1 + 1])
+    canvas[y0 : y1 + 1, x0 : x1 + 1] = np.fmax(
+        1 - dist[y0 - ymin : y1 - ymax + height, x0 - xmin : x1 - xmax + width], canvas[y0 : y1 + 1, x0 : x1 + 1]
+    )
 
 
-def make_targets(polygons, ignore_tags, shape, shrink_ratio=0.4, thresh_min=0.3,
-                 thresh_max=0.7, min_text_size=8, precise=True):
+def make_targets(
+    polygons, ignore_tags, shape, shrink_ratio=0.4, thresh_min=0.3, thresh_max=0.7, min_text_size=8, precise=True
+):
     """Reference twin of dbdetect.labels.make_targets (same arguments and keys).
 
     precise=False runs the upstream integer pipeline (see the module docstring).
     """
     h, w = shape
-    gt, mask, polys, tags = make_shrink_map(polygons, ignore_tags, h, w,
-                                            shrink_ratio, min_text_size, precise)
+    gt, mask, polys, tags = make_shrink_map(polygons, ignore_tags, h, w, shrink_ratio, min_text_size, precise)
     canvas = np.zeros((h, w), dtype=np.float32)
     tmask = np.zeros((h, w), dtype=np.float32)
     for poly, tag in zip(polys, tags):
         if not tag:
             draw_border_map(poly, canvas, tmask, shrink_ratio, precise)
     canvas = canvas * (thresh_max - thresh_min) + thresh_min
-    return {"shrink_map": gt, "shrink_mask": mask, "thresh_map": canvas.astype(np.float32),
-            "thresh_mask": tmask}
+    return {"shrink_map": gt, "shrink_mask": mask, "thresh_map": canvas.astype(np.float32), "thresh_mask": tmask}
 
 
 # ----------------------------------------------------------------- comparison helpers
 # Shared by tests/test_labels.py and bench/labels.py.
+
 
 def read_icdar_gt(path):
     """Parse an ICDAR 2015 gt file: 8 numbers then the transcription ('###' = ignore)."""
@@ -205,5 +212,9 @@ def compare(mine, theirs):
     """(shrink IoU, thresh_mask IoU, mean |thresh_map diff| in thresh_mask, ignore-mask IoU)."""
     inside = theirs["thresh_mask"] > 0.5
     diff = float(np.abs(mine["thresh_map"] - theirs["thresh_map"])[inside].mean()) if inside.any() else 0.0
-    return (mask_iou(mine["shrink_map"], theirs["shrink_map"]), mask_iou(mine["thresh_mask"], theirs["thresh_mask"]),
-            diff, mask_iou(1 - mine["shrink_mask"], 1 - theirs["shrink_mask"]))
+    return (
+        mask_iou(mine["shrink_map"], theirs["shrink_map"]),
+        mask_iou(mine["thresh_mask"], theirs["thresh_mask"]),
+        diff,
+        mask_iou(1 - mine["shrink_mask"], 1 - theirs["shrink_mask"]),
+    )

@@ -3,6 +3,7 @@
 PaddleOCR ``DBPostProcess`` semantics written out with cv2.findContours,
 cv2.minAreaRect, cv2.fillPoly and pyclipper, one contour at a time.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -29,7 +30,7 @@ def _mean_in_polygon(prob, poly):
     poly[:, 0] = poly[:, 0] - x0
     poly[:, 1] = poly[:, 1] - y0
     cv2.fillPoly(mask, poly.reshape(1, -1, 2).astype(np.int32), 1)
-    return cv2.mean(prob[y0:y1 + 1, x0:x1 + 1], mask)[0]
+    return cv2.mean(prob[y0 : y1 + 1, x0 : x1 + 1], mask)[0]
 
 
 def _unclip(poly, ratio):
@@ -43,9 +44,18 @@ def _unclip(poly, ratio):
     return off.Execute(dist)
 
 
-def boxes_from_prob(prob, dest_shape, thresh=0.3, box_thresh=0.6, unclip_ratio=1.5,
-                    max_candidates=1000, min_size=3, box_type="quad", score_mode="fast",
-                    use_dilation=False):
+def boxes_from_prob(
+    prob,
+    dest_shape,
+    thresh=0.3,
+    box_thresh=0.6,
+    unclip_ratio=1.5,
+    max_candidates=1000,
+    min_size=3,
+    box_type="quad",
+    score_mode="fast",
+    use_dilation=False,
+):
     """Reference twin of dbdetect.postprocess.boxes_from_prob (same arguments/returns)."""
     dest_h, dest_w = dest_shape
     h, w = prob.shape

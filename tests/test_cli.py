@@ -1,4 +1,5 @@
 """The command-line wiring: a subcommand whose module cannot be imported names the cause."""
+
 import importlib
 
 from dbdetect import cli

@@ -1,4 +1,5 @@
 """`dbdetect detect` on files and folders: JSON lines, pictures, bad inputs, never overwriting."""
+
 import json
 import shutil
 import subprocess
@@ -8,8 +9,12 @@ import pytest
 
 
 def _run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "dbdetect", "detect", "--no-progress", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "dbdetect", "detect", "--no-progress", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +32,8 @@ def test_folder_with_a_corrupt_image(folder, tmp_path):
     out = tmp_path / "res.jsonl"
     vis = tmp_path / "vis"
     r = _run(folder, "--out", out, "--vis", vis)
-    assert r.returncode == 1, r.stderr           # the broken image makes the run fail at the end...
-    assert "broken.jpg" in r.stderr              # ...named in a clear message...
+    assert r.returncode == 1, r.stderr  # the broken image makes the run fail at the end...
+    assert "broken.jpg" in r.stderr  # ...named in a clear message...
     assert "Traceback" not in r.stderr
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(rec["path"].rsplit("/", 1)[-1] for rec in recs) == ["a.jpg", "b.jpg"]  # ...and the others went on

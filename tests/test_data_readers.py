@@ -1,4 +1,5 @@
 """Label readers: ICDAR 2015 folders, variable-length polygons, Total-Text, PaddleOCR files."""
+
 import json
 import warnings
 
@@ -26,12 +27,16 @@ def test_icdar2015_folder(tmp_path, bom, crlf):
     (tmp_path / "gts").mkdir()
     _img(tmp_path / "images" / "img_1.jpg")
     _img(tmp_path / "images" / "img_2.png")
-    _write(tmp_path / "gts" / "gt_img_1.txt",
-           "377,117,463,117,465,130,378,130,Genaxis Theatre\n"
-           "1,2,3,4,5,6,7,8,Hello, world,again\n"
-           "10.5,20,30,20,30,40,10,40,###\n"
-           "\n"
-           "0,0,9,0,9,9,0,9,\n", bom=bom, crlf=crlf)
+    _write(
+        tmp_path / "gts" / "gt_img_1.txt",
+        "377,117,463,117,465,130,378,130,Genaxis Theatre\n"
+        "1,2,3,4,5,6,7,8,Hello, world,again\n"
+        "10.5,20,30,20,30,40,10,40,###\n"
+        "\n"
+        "0,0,9,0,9,9,0,9,\n",
+        bom=bom,
+        crlf=crlf,
+    )
     _write(tmp_path / "gts" / "gt_img_2.txt", "", bom=bom)
     s = load_samples(tmp_path)
     assert [x.image_path.name for x in s] == ["img_1.jpg", "img_2.png"]
@@ -75,11 +80,13 @@ def test_missing_label_file(tmp_path):
 
 def test_polygon_format_variable_length(tmp_path):
     _img(tmp_path / "a.jpg")
-    _write(tmp_path / "gt_a.txt",
-           "0,0,10,0,5,8,tri\n"
-           "0,0,10,0,20,5,10,10,0,10,0,5,six points, with comma\n"
-           "0,0,10,0,10,10,0,10,2015\n"
-           "0,0,10,0,10,10,###\n")
+    _write(
+        tmp_path / "gt_a.txt",
+        "0,0,10,0,5,8,tri\n"
+        "0,0,10,0,20,5,10,10,0,10,0,5,six points, with comma\n"
+        "0,0,10,0,10,10,0,10,2015\n"
+        "0,0,10,0,10,10,###\n",
+    )
     s = load_samples(tmp_path, fmt="polygon")[0]
     assert [len(p) for p in s.polygons] == [3, 6, 4, 3]
     assert s.texts == ["tri", "six points, with comma", "2015", "###"]
@@ -91,10 +98,12 @@ def test_polygon_format_variable_length(tmp_path):
 
 def test_totaltext_format(tmp_path):
     _img(tmp_path / "img11.jpg")
-    _write(tmp_path / "poly_gt_img11.txt",
-           "x: [[115 503 494 115]], y: [[322 346 426 404]], ornt: [u'm'], transcriptions: [u'nauGHTY']\n"
-           "x: [[1 2 3 4 5 6]], y: [[10 11 12 13 14 15]], ornt: [u'c'], transcriptions: [u'a, b']\n"
-           "x: [[1 20 3]], y: [[1 2 30]], ornt: [u'#'], transcriptions: [u'#']\n")
+    _write(
+        tmp_path / "poly_gt_img11.txt",
+        "x: [[115 503 494 115]], y: [[322 346 426 404]], ornt: [u'm'], transcriptions: [u'nauGHTY']\n"
+        "x: [[1 2 3 4 5 6]], y: [[10 11 12 13 14 15]], ornt: [u'c'], transcriptions: [u'a, b']\n"
+        "x: [[1 20 3]], y: [[1 2 30]], ornt: [u'#'], transcriptions: [u'#']\n",
+    )
     s = load_samples(tmp_path)[0]  # auto-detected from the "x:" prefix
     assert s.texts == ["nauGHTY", "a, b", "#"] and s.ignore == [False, False, True]
     np.testing.assert_array_equal(s.polygons[0], [[115, 322], [503, 346], [494, 426], [115, 404]])
@@ -107,8 +116,10 @@ def test_totaltext_format(tmp_path):
 def test_paddle_label_file(tmp_path):
     (tmp_path / "imgs").mkdir()
     _img(tmp_path / "imgs" / "a.jpg")
-    regions = [{"transcription": "hi, there", "points": [[0, 0], [10, 0], [10, 5], [0, 5]]},
-               {"transcription": "###", "points": [[1, 1], [4, 1], [4, 4]]}]
+    regions = [
+        {"transcription": "hi, there", "points": [[0, 0], [10, 0], [10, 5], [0, 5]]},
+        {"transcription": "###", "points": [[1, 1], [4, 1], [4, 4]]},
+    ]
     line = "imgs/a.jpg\t" + json.dumps(regions, ensure_ascii=False)
     _write(tmp_path / "train.txt", line + "\n", bom=True)
     s = load_samples(tmp_path / "train.txt")
@@ -118,7 +129,7 @@ def test_paddle_label_file(tmp_path):
     (tmp_path / "lists").mkdir()
     _write(tmp_path / "lists" / "l.txt", line + "\n")
     assert load_samples(tmp_path / "lists" / "l.txt", root=tmp_path)[0].image_path == tmp_path / "imgs" / "a.jpg"
-    _write(tmp_path / "bad.txt", line + "\nimgs/a.jpg\t[{\"points\": [[0, 0], [1]]}]\nno tab here\n")
+    _write(tmp_path / "bad.txt", line + '\nimgs/a.jpg\t[{"points": [[0, 0], [1]]}]\nno tab here\n')
     with pytest.raises(LabelError, match=r"bad\.txt:2"):
         load_samples(tmp_path / "bad.txt")
     with pytest.warns(UserWarning):

@@ -1,4 +1,5 @@
 """Every augmentation moves polygons exactly with the pixels; normalisation follows the cfg."""
+
 import cv2
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ def _scene(rng, h=120, w=160, n=3):
     """Image with n filled quads, each in its own colour channel value; returns image and polygons."""
     img = np.zeros((h, w, 3), np.uint8)
     polys = []
-    for k in range(n):
+    for _k in range(n):
         cx, cy = rng.uniform(25, w - 25), rng.uniform(20, h - 20)
         a = rng.uniform(0, np.pi)
         hw, hh = rng.uniform(6, 20), rng.uniform(4, 10)
@@ -90,8 +91,11 @@ def test_random_crop_never_cuts_text(seed):
         inside = (p[:, 0].min() >= x0) & (p[:, 0].max() <= x1 - 1) & (p[:, 1].min() >= y0) & (p[:, 1].max() <= y1 - 1)
         outside = (p[:, 0].max() < x0) | (p[:, 0].min() > x1 - 1) | (p[:, 1].max() < y0) | (p[:, 1].min() > y1 - 1)
         assert inside or outside
-    kept = [k for k, p in enumerate(polys) if p[:, 0].min() >= x0 and p[:, 0].max() <= x1 - 1
-            and p[:, 1].min() >= y0 and p[:, 1].max() <= y1 - 1]
+    kept = [
+        k
+        for k, p in enumerate(polys)
+        if p[:, 0].min() >= x0 and p[:, 0].max() <= x1 - 1 and p[:, 1].min() >= y0 and p[:, 1].max() <= y1 - 1
+    ]
     for k, p in zip(kept, q):
         np.testing.assert_array_equal(out[:, :, k] > 127, _mask_of(out.shape, p))
 

@@ -1,4 +1,5 @@
 """The inference API: input types, batching, serialisation, bad input, accuracy floor."""
+
 import json
 
 import numpy as np
@@ -8,8 +9,20 @@ import torch
 import dbdetect
 from dbdetect import Detection, Detector
 
-SAMPLE = ["img_1.jpg", "img_2.jpg", "img_5.jpg", "img_10.jpg", "img_25.jpg", "img_37.jpg",
-          "img_61.jpg", "img_108.jpg", "img_150.jpg", "img_222.jpg", "img_301.jpg", "img_444.jpg"]
+SAMPLE = [
+    "img_1.jpg",
+    "img_2.jpg",
+    "img_5.jpg",
+    "img_10.jpg",
+    "img_25.jpg",
+    "img_37.jpg",
+    "img_61.jpg",
+    "img_108.jpg",
+    "img_150.jpg",
+    "img_222.jpg",
+    "img_301.jpg",
+    "img_444.jpg",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +50,15 @@ def test_every_input_type_gives_the_same_detections(det, image_path):
     ref = det(str(image_path))
     assert len(ref) > 0
     rgb = load_image(image_path)
-    _same(ref, det(image_path))                                   # Path
-    _same(ref, det(image_path.read_bytes()))                      # encoded bytes
-    _same(ref, det(rgb))                                          # NumPy RGB
+    _same(ref, det(image_path))  # Path
+    _same(ref, det(image_path.read_bytes()))  # encoded bytes
+    _same(ref, det(rgb))  # NumPy RGB
     _same(ref, det(np.ascontiguousarray(rgb[:, :, ::-1]), channel_order="bgr"))  # cv2.imread style
-    _same(ref, det(Image.open(image_path)))                       # PIL
-    _same(ref, det(rgb.astype(np.float32) / 255.0))               # float in [0, 1]
+    _same(ref, det(Image.open(image_path)))  # PIL
+    _same(ref, det(rgb.astype(np.float32) / 255.0))  # float in [0, 1]
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
-    _same(ref, det(rgba))                                         # RGBA: alpha dropped
-    gray = det(rgb.mean(axis=2).astype(np.uint8))                 # grayscale works too
+    _same(ref, det(rgba))  # RGBA: alpha dropped
+    gray = det(rgb.mean(axis=2).astype(np.uint8))  # grayscale works too
     assert all(isinstance(d, Detection) for d in gray)
 
 

@@ -4,6 +4,7 @@ They start a local Ray kept on 127.0.0.1 by conftest.py's keep_on_loopback():
 no network-address swap, no usage reports, and Ray's cloud-metadata probe goes
 to a closed loopback port. DBDETECT_RAY_TESTS=0 skips them.
 """
+
 import os
 import shutil
 import signal
@@ -56,7 +57,7 @@ def reference(paths):
 
 
 def _check(rows, reference):
-    assert sorted(r["path"] for r in rows) == sorted(reference)       # every image exactly once
+    assert sorted(r["path"] for r in rows) == sorted(reference)  # every image exactly once
     for r in rows:
         ref = reference[r["path"]]
         assert r["error"] is None
@@ -73,12 +74,13 @@ def test_detect_dataset_equals_single_process(local_ray, paths, reference):
     ds = ray.data.from_items([{"path": p, "id": i} for i, p in enumerate(paths)], override_num_blocks=4)
     rows = detect_dataset(ds, model="ppocrv4", batch_size=1, concurrency=2, **KW).take_all()
     _check(rows, reference)
-    assert sorted(r["id"] for r in rows) == list(range(20))       # input columns kept
+    assert sorted(r["id"] for r in rows) == list(range(20))  # input columns kept
 
     few = paths[:3]
     by_bytes = ray.data.from_items([{"path": p, "bytes": Path(p).read_bytes()} for p in few])
     _check(detect_dataset(by_bytes, batch_size=1, **KW).take_all(), {p: reference[p] for p in few})
     from dbdetect.imageio import load_image
+
     by_array = ray.data.from_items([{"path": p, "image": load_image(p)} for p in few])
     _check(detect_dataset(by_array, batch_size=1, **KW).take_all(), {p: reference[p] for p in few})
 
@@ -139,19 +141,35 @@ def test_cli_ray_writes_parquet_and_resumes(paths, reference, tmp_path):
     for p in paths[:2]:
         (imgs / Path(p).name).symlink_to(p)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "dbdetect", "detect", "--no-progress", "--limit-side-len", "320", "--limit-type", "max",
-           "--workers", "1", "--ray", str(imgs), "--out", str(out)]  # no ADDRESS: a local Ray
+    cmd = [
+        sys.executable,
+        "-m",
+        "dbdetect",
+        "detect",
+        "--no-progress",
+        "--limit-side-len",
+        "320",
+        "--limit-type",
+        "max",
+        "--workers",
+        "1",
+        "--ray",
+        str(imgs),
+        "--out",
+        str(out),
+    ]  # no ADDRESS: a local Ray
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     (imgs / Path(paths[2]).name).symlink_to(paths[2])
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "not empty" in r.stderr          # no silent mixing with an earlier run
+    assert r.returncode == 2 and "not empty" in r.stderr  # no silent mixing with an earlier run
     r = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "2 image(s) already there" in r.stderr, r.stderr[-3000:]
     rows = pq.read_table(out).to_pylist()
-    _check([{**row, "path": str(Path(paths[0]).parent / Path(row["path"]).name)} for row in rows],
-           {p: reference[p] for p in paths[:3]})
-
+    _check(
+        [{**row, "path": str(Path(paths[0]).parent / Path(row["path"]).name)} for row in rows],
+        {p: reference[p] for p in paths[:3]},
+    )
 
 
 def _netns_ok() -> bool:
@@ -177,17 +195,30 @@ def test_two_node_example(paths, reference, tmp_path):
         (imgs / Path(p).name).symlink_to(p)
     ray_tmp = tempfile.mkdtemp(prefix="dbdray", dir="/tmp")  # Ray's socket paths must stay short
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
-    env.update(HEAD_IP="127.0.0.2", RAY_EXAMPLE_TMP=ray_tmp, PYTHON=sys.executable,
-               PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    env.update(
+        HEAD_IP="127.0.0.2",
+        RAY_EXAMPLE_TMP=ray_tmp,
+        PYTHON=sys.executable,
+        PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    )
     script = ROOT / "examples" / "ray_two_nodes.sh"
-    inner = f'ip link set lo up && exec bash "{script}" "$1" "$2" 6390 --no-progress --limit-side-len 320 --limit-type max'
+    inner = (
+        f'ip link set lo up && exec bash "{script}" "$1" "$2" 6390 --no-progress --limit-side-len 320 --limit-type max'
+    )
     try:
-        r = subprocess.run(["unshare", "-rn", "bash", "-c", inner, "sh", str(imgs), str(out)],
-                           env=env, capture_output=True, text=True, timeout=420)
+        r = subprocess.run(
+            ["unshare", "-rn", "bash", "-c", inner, "sh", str(imgs), str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=420,
+        )
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "nodes up: 2" in r.stdout
     rows = pq.read_table(out).to_pylist()
-    _check([{**row, "path": str(Path(paths[0]).parent / Path(row["path"]).name)} for row in rows],
-           {p: reference[p] for p in paths[:4]})
+    _check(
+        [{**row, "path": str(Path(paths[0]).parent / Path(row["path"]).name)} for row in rows],
+        {p: reference[p] for p in paths[:4]},
+    )

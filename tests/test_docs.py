@@ -1,4 +1,5 @@
 """The documentation site: its CLI reference comes from the parsers, and every page is reachable."""
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,9 @@ def test_cli_reference_lists_every_command_and_flag():
 def test_cli_page_has_the_reference_marker():
     page = (ROOT / "docs" / "cli.md").read_text()
     assert _hook().MARKER in page
-    assert _hook().on_page_markdown(page, None, None, None).count("```text") == 1 + len(_hook()._subparsers(
-        __import__("dbdetect.cli", fromlist=["build_parser"]).build_parser()))
+    assert _hook().on_page_markdown(page, None, None, None).count("```text") == 1 + len(
+        _hook()._subparsers(__import__("dbdetect.cli", fromlist=["build_parser"]).build_parser())
+    )
 
 
 def test_every_page_is_in_the_nav():

@@ -1,4 +1,5 @@
 """The ICDAR 2015 IoU protocol against hand-computed cases."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -50,8 +51,8 @@ def test_empty_cases():
 def test_dont_care():
     gt = [box(0, 0, 10, 10), box(100, 0, 120, 10)]
     ign = [False, True]
-    inside = box(101, 0, 119, 10)      # 100% inside ###  -> ignored
-    half_in = box(110, 0, 126, 10)     # 10/16 = 62.5% inside -> ignored
+    inside = box(101, 0, 119, 10)  # 100% inside ###  -> ignored
+    half_in = box(110, 0, 126, 10)  # 10/16 = 62.5% inside -> ignored
     mostly_out = box(114, 0, 130, 10)  # 6/16 = 37.5% inside -> counts, unmatched
     r = evaluate_image(gt, ign, [box(0, 0, 10, 10), inside, half_in, mostly_out])
     assert r["det_dont_care"] == [1, 2]
@@ -82,7 +83,7 @@ def test_global_aggregation_and_detection_objects():
         {"polygons": [box(0, 0, 10, 10), box(50, 50, 60, 60)], "ignore": [False, True]},
     ]
     dets = [
-        [SimpleNamespace(polygon=box(0, 0, 10, 10), score=0.9)],                   # 1 TP, 1 miss
+        [SimpleNamespace(polygon=box(0, 0, 10, 10), score=0.9)],  # 1 TP, 1 miss
         [box(0, 0, 10, 10), box(70, 70, 80, 80), box(50, 50, 60, 60).reshape(-1)],  # 1 TP, 1 FP, 1 ignored
     ]
     r = evaluate_detections(gt, dets, names=["a", "b"])

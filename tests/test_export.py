@@ -1,4 +1,5 @@
 """ONNX export, the onnxruntime backend and int8: parity with torch on real images, metadata, bad input."""
+
 import json
 import subprocess
 import sys
@@ -6,7 +7,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import DATA
 from postprocess_match import add, match
 
@@ -92,8 +92,20 @@ def test_metadata_round_trip(exported):
     net = models.create("ppocrv4_ic15")
     meta = {p.key: p.value for p in onnx.load(str(exported["ppocrv4_ic15"])).metadata_props}
     stored = json.loads(meta[META_KEY])
-    for key in ("name", "arch", "limit_side_len", "limit_type", "channel_order", "stride", "thresh",
-                "box_thresh", "unclip_ratio", "use_dilation", "score_mode", "max_candidates"):
+    for key in (
+        "name",
+        "arch",
+        "limit_side_len",
+        "limit_type",
+        "channel_order",
+        "stride",
+        "thresh",
+        "box_thresh",
+        "unclip_ratio",
+        "use_dilation",
+        "score_mode",
+        "max_candidates",
+    ):
         assert stored[key] == net.cfg[key], key
     assert stored["mean"] == list(net.cfg["mean"]) and stored["std"] == list(net.cfg["std"])
     det = Detector(exported["ppocrv4_ic15"])  # the file alone gives the registry settings
@@ -206,10 +218,12 @@ def test_bad_inputs(tmp_path, exported, ic15):
         quantize(exported["ppocrv3"], tmp_path / "q.onnx", calib)
     assert not (tmp_path / "q.onnx").exists()
     images = ic15 / "train" / "images"
-    for kw, msg in ((dict(quant_format="qint"), "quant_format must be 'qdq' or 'qoperator', got 'qint'"),
-                    (dict(nodes="heads"), "nodes must be one of dense, conv, all, got 'heads'"),
-                    (dict(activations="u4"), "activations must be 'u8' or 's8', got 'u4'"),
-                    (dict(weights="int8"), "weights must be 'u8' or 's8', got 'int8'")):
+    for kw, msg in (
+        (dict(quant_format="qint"), "quant_format must be 'qdq' or 'qoperator', got 'qint'"),
+        (dict(nodes="heads"), "nodes must be one of dense, conv, all, got 'heads'"),
+        (dict(activations="u4"), "activations must be 'u8' or 's8', got 'u4'"),
+        (dict(weights="int8"), "weights must be 'u8' or 's8', got 'int8'"),
+    ):
         with pytest.raises(ValueError, match=msg):
             quantize(exported["ppocrv3"], tmp_path / "q.onnx", images, n=1, **kw)
     assert not (tmp_path / "q.onnx").exists()
@@ -229,8 +243,10 @@ def test_missing_onnxruntime_names_the_extra(exported, monkeypatch):
 
 
 def test_torch_path_never_imports_onnxruntime():
-    code = ("import sys, numpy as np, dbdetect; d = dbdetect.Detector('ppocrv3', limit_side_len=64); "
-            "d(np.zeros((64, 64, 3), np.uint8)); import dbdetect.cli; dbdetect.cli.build_parser(); "
-            "assert 'onnxruntime' not in sys.modules and 'onnx' not in sys.modules, 'imported'")
+    code = (
+        "import sys, numpy as np, dbdetect; d = dbdetect.Detector('ppocrv3', limit_side_len=64); "
+        "d(np.zeros((64, 64, 3), np.uint8)); import dbdetect.cli; dbdetect.cli.build_parser(); "
+        "assert 'onnxruntime' not in sys.modules and 'onnx' not in sys.modules, 'imported'"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

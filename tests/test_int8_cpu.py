@@ -5,6 +5,7 @@ uses on such a CPU) run in a child process: first to show that they are the satu
 kernels, then under the whole int8 test file, so CI on a VNNI machine fails a recipe
 that an AVX2-only CPU gets wrong.
 """
+
 import json
 import os
 import subprocess
@@ -18,20 +19,22 @@ import pytest
 import torch
 
 from dbdetect import Detector
-from dbdetect.runtime import int8_cpu
 from dbdetect.deploy.int8_gates import SAFE_WEIGHT_QMAX
 from dbdetect.deploy.torch_int8 import EXTRA_QUANT, quantize_module, quantize_torch
+from dbdetect.runtime import int8_cpu
 
-pytestmark = pytest.mark.skipif("fbgemm" not in torch.backends.quantized.supported_engines,
-                                reason="no fbgemm engine in this torch build (not x86)")
+pytestmark = pytest.mark.skipif(
+    "fbgemm" not in torch.backends.quantized.supported_engines, reason="no fbgemm engine in this torch build (not x86)"
+)
 TESTS = Path(__file__).resolve().parent
 U16_MAX = 32767
 
 
 def _on_avx2(code: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, **int8_cpu.AVX2_KERNELS)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 # A quantised 1x1 conv over a constant u8 255 input (the exact answer is 64), for 8-bit and
@@ -84,8 +87,9 @@ def test_avx2_kernels_are_the_saturating_ones():
 def test_avx2_kernels_are_right_natively_on_this_cpu():
     """The same arithmetic in this process (its own CPU's kernels) is exact: the child's errors are the kernels'."""
     env = {k: v for k, v in os.environ.items() if k not in int8_cpu.AVX2_KERNELS}
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(_KERNELS)], env=env, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_KERNELS)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
     if not res["vnni"]:
@@ -100,7 +104,8 @@ def test_int8_test_file_passes_on_avx2_kernels():
     """Every torch int8 test, its accuracy checks included, on the kernels of a CPU without VNNI."""
     r = _on_avx2(f"""
         import sys, pytest
-        sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:warnings", {str(TESTS / "test_int8_torch.py")!r}]))
+        target = {str(TESTS / "test_int8_torch.py")!r}
+        sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:warnings", target]))
     """)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert " passed" in r.stdout and "failed" not in r.stdout
@@ -128,8 +133,10 @@ def test_every_int8_conv_of_the_bundled_models_fits_16_bits(model, ic15):
     from dbdetect.preprocess import prepare
 
     net = models.fuse(models.create(model, pretrained=True).eval())
-    imgs = [torch.from_numpy(prepare(load_image(p), net.cfg, 320, "max"))[None]
-            for p in sorted((ic15 / "train" / "images").glob("*.jpg"))[:2]]
+    imgs = [
+        torch.from_numpy(prepare(load_image(p), net.cfg, 320, "max"))[None]
+        for p in sorted((ic15 / "train" / "images").glob("*.jpg"))[:2]
+    ]
     q = quantize_module(net, imgs, ["backbone.stem", "backbone.stages.0"])
     weights = {}
     for name, m in q.named_modules():
@@ -152,17 +159,29 @@ def _vnni_only_file(tmp_path_factory, ic15):
     bits = int8_torch.WEIGHT_BITS
     int8_torch.WEIGHT_BITS = 8
     try:
-        return quantize_torch("ppocrv4", tmp_path_factory.mktemp("vnni") / "vnni.torchscript", calib, n=2,
-                              limit_side_len=320, int8_deconvs=True, progress=False)
+        return quantize_torch(
+            "ppocrv4",
+            tmp_path_factory.mktemp("vnni") / "vnni.torchscript",
+            calib,
+            n=2,
+            limit_side_len=320,
+            int8_deconvs=True,
+            progress=False,
+        )
     finally:
         int8_torch.WEIGHT_BITS = bits
 
 
 def test_file_names_its_risks(tmp_path_factory, ic15):
     """The op list and settings of a default file show nothing that breaks without VNNI; a VNNI-only file shows both."""
-    safe = quantize_torch("ppocrv4", tmp_path_factory.mktemp("safe") / "safe.torchscript",
-                          sorted((ic15 / "train" / "images").glob("*.jpg"))[:2], n=2, limit_side_len=320,
-                          progress=False)
+    safe = quantize_torch(
+        "ppocrv4",
+        tmp_path_factory.mktemp("safe") / "safe.torchscript",
+        sorted((ic15 / "train" / "images").glob("*.jpg"))[:2],
+        n=2,
+        limit_side_len=320,
+        progress=False,
+    )
     risky = _vnni_only_file(tmp_path_factory, ic15)
     for path, n_risks in ((safe, 0), (risky, 2)):
         module = torch.jit.load(str(path))
@@ -205,8 +224,9 @@ def test_detector_warns_once_where_int8_is_not_faster(int8_default_file):
 @pytest.fixture(scope="module")
 def int8_default_file(ic15, tmp_path_factory):
     calib = sorted((ic15 / "train" / "images").glob("*.jpg"))[:2]
-    return quantize_torch("ppocrv4", tmp_path_factory.mktemp("i8") / "d.torchscript", calib, n=2,
-                          limit_side_len=320, progress=False)
+    return quantize_torch(
+        "ppocrv4", tmp_path_factory.mktemp("i8") / "d.torchscript", calib, n=2, limit_side_len=320, progress=False
+    )
 
 
 def test_no_note_on_a_vnni_cpu(int8_default_file, recwarn):

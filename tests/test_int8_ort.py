@@ -1,4 +1,5 @@
 """onnxruntime int8 on x86 CPUs without VNNI: weights within +-64, read from any file, a warning otherwise."""
+
 import warnings
 
 import numpy as np
@@ -38,18 +39,25 @@ def _qdq_conv(path, w_int8: np.ndarray, qoperator: bool = False):
     zp_s8 = helper.make_tensor("zw", TensorProto.INT8, [], [0])
     w = numpy_helper.from_array(w_int8.astype(np.int8), "w")
     if qoperator:
-        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zx"], ["xq"]),
-                 helper.make_node("QLinearConv", ["xq", "s", "zx", "w", "s", "zw", "s", "zx"], ["yq"], pads=[1] * 4),
-                 helper.make_node("DequantizeLinear", ["yq", "s", "zx"], ["y"])]
+        nodes = [
+            helper.make_node("QuantizeLinear", ["x", "s", "zx"], ["xq"]),
+            helper.make_node("QLinearConv", ["xq", "s", "zx", "w", "s", "zw", "s", "zx"], ["yq"], pads=[1] * 4),
+            helper.make_node("DequantizeLinear", ["yq", "s", "zx"], ["y"]),
+        ]
     else:
-        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zx"], ["xq"]),
-                 helper.make_node("DequantizeLinear", ["xq", "s", "zx"], ["xd"]),
-                 helper.make_node("DequantizeLinear", ["w", "s", "zw"], ["wd"]),
-                 helper.make_node("Conv", ["xd", "wd"], ["y"], pads=[1] * 4)]
+        nodes = [
+            helper.make_node("QuantizeLinear", ["x", "s", "zx"], ["xq"]),
+            helper.make_node("DequantizeLinear", ["xq", "s", "zx"], ["xd"]),
+            helper.make_node("DequantizeLinear", ["w", "s", "zw"], ["wd"]),
+            helper.make_node("Conv", ["xd", "wd"], ["y"], pads=[1] * 4),
+        ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, "H", "W"])],
-        initializer=[scale, zp_u8, zp_s8, w])
+        initializer=[scale, zp_u8, zp_s8, w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(path))

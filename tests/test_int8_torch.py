@@ -1,4 +1,5 @@
 """torch's own int8: quantisation, the .torchscript file, Detector and CLI, bad input."""
+
 import json
 import os
 import stat
@@ -11,11 +12,12 @@ import pytest
 import torch
 
 from dbdetect import Detector
-from dbdetect.runtime.int8_cpu import use_engine
 from dbdetect.deploy.torch_int8 import EXTRA_QUANT, load, quantize_torch
+from dbdetect.runtime.int8_cpu import use_engine
 
-pytestmark = pytest.mark.skipif("x86" not in torch.backends.quantized.supported_engines,
-                                reason="torch's x86 int8 engine is not in this torch build")
+pytestmark = pytest.mark.skipif(
+    "x86" not in torch.backends.quantized.supported_engines, reason="torch's x86 int8 engine is not in this torch build"
+)
 WANTED = ("img_1.jpg", "img_2.jpg", "img_5.jpg", "img_10.jpg", "img_25.jpg", "img_37.jpg")
 
 
@@ -117,8 +119,23 @@ def test_cli_export_then_detect(tmp_path, ic15):
     for p in sorted((ic15 / "train" / "images").glob("*.jpg"))[:2]:
         (calib / p.name).symlink_to(p)
     out = tmp_path / "m.torchscript"
-    r = _cli("export", "--model", "ppocrv4", "--int8", "--calib", calib, "--calib-n", "1",
-             "--calib-side-len", "320", "--observer", "histogram", "--out", out, "--no-progress")
+    r = _cli(
+        "export",
+        "--model",
+        "ppocrv4",
+        "--int8",
+        "--calib",
+        calib,
+        "--calib-n",
+        "1",
+        "--calib-side-len",
+        "320",
+        "--observer",
+        "histogram",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert r.returncode == 0, r.stderr
     assert "torch int8" in r.stdout and out.is_file()
     with zipfile.ZipFile(out) as z:
@@ -126,20 +143,65 @@ def test_cli_export_then_detect(tmp_path, ic15):
     assert settings["activations"] == "u8 per tensor, histogram"
     assert settings["fp32_modules"] == ["backbone.stem", "backbone.stages.0"]
     out2 = tmp_path / "m_s4.torchscript"
-    r = _cli("export", "--model", "ppocrv4", "--int8", "--calib", calib, "--calib-n", "1", "--calib-side-len", "320",
-             "--fp32", "backbone.stem,backbone.stages.0,backbone.stages.4", "--out", out2, "--no-progress")
+    r = _cli(
+        "export",
+        "--model",
+        "ppocrv4",
+        "--int8",
+        "--calib",
+        calib,
+        "--calib-n",
+        "1",
+        "--calib-side-len",
+        "320",
+        "--fp32",
+        "backbone.stem,backbone.stages.0,backbone.stages.4",
+        "--out",
+        out2,
+        "--no-progress",
+    )
     assert r.returncode == 0, r.stderr
     with zipfile.ZipFile(out2) as z:
         settings = json.loads(z.read(next(n for n in z.namelist() if n.endswith("extra/" + EXTRA_QUANT))))
     assert settings["fp32_modules"] == ["backbone.stem", "backbone.stages.0", "backbone.stages.4"]
-    r = _cli("export", "--model", "ppocrv4", "--int8", "--calib", calib, "--fp32", "backbone.nope",
-             "--out", tmp_path / "m3.torchscript")
+    r = _cli(
+        "export",
+        "--model",
+        "ppocrv4",
+        "--int8",
+        "--calib",
+        calib,
+        "--fp32",
+        "backbone.nope",
+        "--out",
+        tmp_path / "m3.torchscript",
+    )
     assert r.returncode == 2 and "backbone.nope" in r.stderr and not (tmp_path / "m3.torchscript").exists()
-    r = _cli("export", "--model", "ppocrv4", "--int8", "--calib", calib, "--fp32", "backbone.stem",
-             "--out", tmp_path / "m.onnx")
+    r = _cli(
+        "export",
+        "--model",
+        "ppocrv4",
+        "--int8",
+        "--calib",
+        calib,
+        "--fp32",
+        "backbone.stem",
+        "--out",
+        tmp_path / "m.onnx",
+    )
     assert r.returncode == 2 and "--fp32 is for torch int8" in r.stderr
-    r = _cli("export", "--model", "ppocrv4", "--int8", "--calib", calib, "--observer", "histogram",
-             "--out", tmp_path / "m.onnx")
+    r = _cli(
+        "export",
+        "--model",
+        "ppocrv4",
+        "--int8",
+        "--calib",
+        calib,
+        "--observer",
+        "histogram",
+        "--out",
+        tmp_path / "m.onnx",
+    )
     assert r.returncode == 2 and "--observer is for torch int8" in r.stderr
     r = _cli("export", "--model", "ppocrv4", "--int8", "--calib", calib, "--out", out)
     assert r.returncode == 2 and "exists" in r.stderr
@@ -190,7 +252,7 @@ def test_folded_gate_matches_the_float_layer(seed):
         assert float(err.mean()) <= scale
         # the gate is per image: a batch equals its images one by one
         for i in range(2):
-            assert torch.equal(layer(qx[i:i + 1]).int_repr(), got[i:i + 1].int_repr())
+            assert torch.equal(layer(qx[i : i + 1]).int_repr(), got[i : i + 1].int_repr())
         # and it matters: without it (gate 1) the output would be far off
         assert float((ref - rse.conv(qx.dequantize())).abs().mean()) > 4 * scale
 
@@ -215,8 +277,15 @@ def test_tune_scores_an_int8_file_like_detector(int8_file, ic15, tmp_path, capsy
     rows = tune(str(int8_file), samples, grid, progress=False)
     assert len(rows) == 2
     for r in rows:
-        det = Detector(int8_file, limit_side_len=480, thresh=r["thresh"], box_thresh=0.5, unclip_ratio=1.6,
-                       use_dilation=True, num_threads=2)
+        det = Detector(
+            int8_file,
+            limit_side_len=480,
+            thresh=r["thresh"],
+            box_thresh=0.5,
+            unclip_ratio=1.6,
+            use_dilation=True,
+            num_threads=2,
+        )
         ref = evaluate_detections(samples, [det(s.image_path) for s in samples])
         assert (r["matched"], r["num_det_care"], r["hmean"]) == (ref["matched"], ref["num_det_care"], ref["hmean"])
     # settings go into checkpoints only: refused before anything is written
@@ -241,8 +310,8 @@ def test_probability_logits_have_a_fixed_range():
 def test_last_deconv_kept_fp32_keeps_the_map(ic15):
     """Kept fp32, the last deconv takes the sigmoid with it (FX would squeeze the logits into [0, 1))."""
     from dbdetect import models
-    from dbdetect.imageio import load_image
     from dbdetect.deploy.torch_int8 import PROB_LOGITS, quantize_module
+    from dbdetect.imageio import load_image
     from dbdetect.preprocess import prepare
 
     net = models.fuse(models.create("ppocrv4", pretrained=True).eval())
@@ -256,8 +325,8 @@ def test_last_deconv_kept_fp32_keeps_the_map(ic15):
 
 def test_gate_folding_can_be_switched_off(ic15):
     from dbdetect import models
-    from dbdetect.imageio import load_image
     from dbdetect.deploy.torch_int8 import quantize_module
+    from dbdetect.imageio import load_image
     from dbdetect.preprocess import prepare
 
     net = models.fuse(models.create("ppocrv4", pretrained=True).eval())

@@ -1,8 +1,9 @@
 """dbdetect.labels.make_targets against the NumPy/pyclipper/OpenCV twin, plus bad input."""
+
 import numpy as np
 import pytest
-
 import reference_labels as ref
+
 from dbdetect import labels
 
 KEYS = ("shrink_map", "shrink_mask", "thresh_map", "thresh_mask")
@@ -59,9 +60,18 @@ def test_parity_curved_polygons():
         polys, tags = [], []
         for _ in range(5):
             n_side = int(rng.integers(5, 11))  # 10-20 points
-            polys.append(curved_polygon(rng, rng.uniform(100, 540), rng.uniform(100, 380), rng.uniform(60, 200),
-                                        rng.uniform(12, 40), rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 2.0),
-                                        n_side))
+            polys.append(
+                curved_polygon(
+                    rng,
+                    rng.uniform(100, 540),
+                    rng.uniform(100, 380),
+                    rng.uniform(60, 200),
+                    rng.uniform(12, 40),
+                    rng.uniform(0, 2 * np.pi),
+                    rng.uniform(0.5, 2.0),
+                    n_side,
+                )
+            )
             tags.append(bool(rng.random() < 0.15))
         shape = (480, 640)
         mine = labels.make_targets(polys, tags, shape)
@@ -73,9 +83,12 @@ def test_parity_curved_polygons():
 @pytest.mark.parametrize("ratio,tmin,tmax,mts", [(0.4, 0.3, 0.7, 8), (0.6, 0.2, 0.9, 4), (0.2, 0.5, 0.5, 16)])
 def test_parity_parameters_curved_and_quads(ratio, tmin, tmax, mts):
     rng = np.random.default_rng(int(ratio * 100))
-    polys = [curved_polygon(rng, 320, 240, 120, 30, 0.3, 1.5, 8), curved_polygon(rng, 300, 250, 60, 14, 3.5, 2.0, 6),
-             np.array([[20, 20], [200, 30], [198, 70], [18, 60]], float) + rng.uniform(-0.5, 0.5, (4, 2)),
-             np.array([[400, 400], [630, 390], [635, 470], [402, 479]], float)]
+    polys = [
+        curved_polygon(rng, 320, 240, 120, 30, 0.3, 1.5, 8),
+        curved_polygon(rng, 300, 250, 60, 14, 3.5, 2.0, 6),
+        np.array([[20, 20], [200, 30], [198, 70], [18, 60]], float) + rng.uniform(-0.5, 0.5, (4, 2)),
+        np.array([[400, 400], [630, 390], [635, 470], [402, 479]], float),
+    ]
     tags = [False, False, False, True]
     mine = labels.make_targets(polys, tags, (480, 640), ratio, tmin, tmax, mts)
     theirs = ref.make_targets([p.copy() for p in polys], tags, (480, 640), ratio, tmin, tmax, mts)
@@ -149,8 +162,9 @@ def test_batch_matches_single():
         imgs.append((polys, list(rng.random(12) < 0.2), (150 + i, 230)))
     single = [labels.make_targets(*a) for a in imgs]
     for threads in (0, 1, 3):
-        batch = labels.make_targets_batch([a[0] for a in imgs], [a[1] for a in imgs], [a[2] for a in imgs],
-                                          threads=threads)
+        batch = labels.make_targets_batch(
+            [a[0] for a in imgs], [a[1] for a in imgs], [a[2] for a in imgs], threads=threads
+        )
         for s, b in zip(single, batch):
             for k in KEYS:
                 np.testing.assert_array_equal(s[k], b[k])
@@ -179,37 +193,47 @@ def test_thousands_of_polygons():
     assert t["shrink_map"].sum() > 0 and set(np.unique(t["shrink_map"])) <= {0.0, 1.0}
 
 
-@pytest.mark.parametrize("polygons,tags,shape,exc,match", [
-    ([np.full((4, 2), np.nan)], [False], (10, 10), ValueError, "NaN"),
-    ([np.array([[0, 0], [np.inf, 0], [5, 5]])], [False], (10, 10), ValueError, "polygon 0"),
-    ([np.zeros((4, 2)), np.zeros((2, 2))], [False, False], (10, 10), ValueError, "polygon 1 has 2 points"),
-    ([np.zeros((4, 3))], [False], (10, 10), ValueError, "shape"),
-    ([np.zeros(8)], [False], (10, 10), ValueError, "shape"),
-    ([np.array([["a", "b"]] * 4)], [False], (10, 10), TypeError, "real"),
-    ([np.zeros((4, 2), complex)], [False], (10, 10), TypeError, "real"),
-    ([np.zeros((4, 2))], [False, True], (10, 10), ValueError, "1 polygons but 2"),
-    ([np.zeros((4, 2))], [], (10, 10), ValueError, "ignore_tags"),
-    ([np.zeros((4, 2))], ["###"], (10, 10), TypeError, "ignore_tags"),
-    ([], [], (0, 10), ValueError, "positive"),
-    ([], [], (-3, 10), ValueError, "positive"),
-    ([], [], (10,), ValueError, r"\(H, W\)"),
-    ([], [], (10.5, 10), TypeError, "integers"),
-    ([], [], 10, TypeError, "shape"),
-    ("abc", [], (10, 10), TypeError, "polygons"),
-    (np.zeros((3, 2, 2)), [False] * 3, (10, 10), ValueError, "at least 3"),
-])
+@pytest.mark.parametrize(
+    "polygons,tags,shape,exc,match",
+    [
+        ([np.full((4, 2), np.nan)], [False], (10, 10), ValueError, "NaN"),
+        ([np.array([[0, 0], [np.inf, 0], [5, 5]])], [False], (10, 10), ValueError, "polygon 0"),
+        ([np.zeros((4, 2)), np.zeros((2, 2))], [False, False], (10, 10), ValueError, "polygon 1 has 2 points"),
+        ([np.zeros((4, 3))], [False], (10, 10), ValueError, "shape"),
+        ([np.zeros(8)], [False], (10, 10), ValueError, "shape"),
+        ([np.array([["a", "b"]] * 4)], [False], (10, 10), TypeError, "real"),
+        ([np.zeros((4, 2), complex)], [False], (10, 10), TypeError, "real"),
+        ([np.zeros((4, 2))], [False, True], (10, 10), ValueError, "1 polygons but 2"),
+        ([np.zeros((4, 2))], [], (10, 10), ValueError, "ignore_tags"),
+        ([np.zeros((4, 2))], ["###"], (10, 10), TypeError, "ignore_tags"),
+        ([], [], (0, 10), ValueError, "positive"),
+        ([], [], (-3, 10), ValueError, "positive"),
+        ([], [], (10,), ValueError, r"\(H, W\)"),
+        ([], [], (10.5, 10), TypeError, "integers"),
+        ([], [], 10, TypeError, "shape"),
+        ("abc", [], (10, 10), TypeError, "polygons"),
+        (np.zeros((3, 2, 2)), [False] * 3, (10, 10), ValueError, "at least 3"),
+    ],
+)
 def test_bad_input(polygons, tags, shape, exc, match):
     with pytest.raises(exc, match=match):
         labels.make_targets(polygons, tags, shape)
 
 
-@pytest.mark.parametrize("kw,exc", [
-    (dict(shrink_ratio=1.0), ValueError), (dict(shrink_ratio=-0.1), ValueError),
-    (dict(shrink_ratio=float("nan")), ValueError), (dict(thresh_min=0.8, thresh_max=0.2), ValueError),
-    (dict(min_text_size=float("inf")), ValueError), (dict(shrink_ratio="0.4"), TypeError),
-    (dict(out={}), TypeError), (dict(out={k: np.zeros((5, 5), np.float64) for k in KEYS}), ValueError),
-    (dict(out={k: np.zeros((4, 5), np.float32) for k in KEYS}), ValueError),
-])
+@pytest.mark.parametrize(
+    "kw,exc",
+    [
+        (dict(shrink_ratio=1.0), ValueError),
+        (dict(shrink_ratio=-0.1), ValueError),
+        (dict(shrink_ratio=float("nan")), ValueError),
+        (dict(thresh_min=0.8, thresh_max=0.2), ValueError),
+        (dict(min_text_size=float("inf")), ValueError),
+        (dict(shrink_ratio="0.4"), TypeError),
+        (dict(out={}), TypeError),
+        (dict(out={k: np.zeros((5, 5), np.float64) for k in KEYS}), ValueError),
+        (dict(out={k: np.zeros((4, 5), np.float32) for k in KEYS}), ValueError),
+    ],
+)
 def test_bad_parameters(kw, exc):
     with pytest.raises(exc):
         labels.make_targets([np.zeros((4, 2))], [False], (5, 5), **kw)
@@ -221,7 +245,7 @@ def test_bad_parameters(kw, exc):
 def test_randomized_nasty_polygons():
     """Degenerate, self-touching, tiny, huge, outside: never crash, outputs well-formed."""
     rng = np.random.default_rng(5)
-    for trial in range(60):
+    for _trial in range(60):
         h, w = int(rng.integers(1, 120)), int(rng.integers(1, 120))
         polys, tags = [], []
         for _ in range(int(rng.integers(0, 25))):

@@ -4,6 +4,7 @@ Each floor lists module-name prefixes; a module may import from its own floor (i
 makes no circle) or from any floor below, never from one above. Imports inside
 functions count: a lazy import is still an arrow.
 """
+
 from __future__ import annotations
 
 import ast
@@ -15,16 +16,41 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "dbdetect"
 
 # top to bottom; written once, here
 FLOORS = [
-    ("commands", ["dbdetect.__main__", "dbdetect.cli", "dbdetect.detect_cli", "dbdetect.export",
-                  "dbdetect.train", "dbdetect.evaluate", "dbdetect.tune"]),
+    (
+        "commands",
+        [
+            "dbdetect.__main__",
+            "dbdetect.cli",
+            "dbdetect.detect_cli",
+            "dbdetect.export",
+            "dbdetect.train",
+            "dbdetect.evaluate",
+            "dbdetect.tune",
+        ],
+    ),
     ("old import paths", ["dbdetect.int8_torch", "dbdetect.int8_gates", "dbdetect.onnx_backend"]),
     ("scale", ["dbdetect.distributed"]),
     ("deploy", ["dbdetect.deploy"]),
     ("detector", ["dbdetect.detector", "dbdetect.pipeline", "dbdetect.visualize"]),
     ("runtime", ["dbdetect.runtime"]),
-    ("core", ["dbdetect.models", "dbdetect.data", "dbdetect.postprocess", "dbdetect.labels",
-              "dbdetect.preprocess", "dbdetect.imageio", "dbdetect.memory", "dbdetect.jsonl",
-              "dbdetect.losses", "dbdetect.ema", "dbdetect.files", "dbdetect.errors", "dbdetect._native"]),
+    (
+        "core",
+        [
+            "dbdetect.models",
+            "dbdetect.data",
+            "dbdetect.postprocess",
+            "dbdetect.labels",
+            "dbdetect.preprocess",
+            "dbdetect.imageio",
+            "dbdetect.memory",
+            "dbdetect.jsonl",
+            "dbdetect.losses",
+            "dbdetect.ema",
+            "dbdetect.files",
+            "dbdetect.errors",
+            "dbdetect._native",
+        ],
+    ),
 ]
 MAX_LINES = 500
 # over the limit until the training package splits it; strict: the mark must go when it passes
@@ -84,8 +110,12 @@ def test_every_module_has_a_floor():
 
 
 def test_arrows_point_down():
-    up = [f"{a} ({FLOORS[floor_of(a)][0]}) imports {b} ({FLOORS[floor_of(b)][0]})"
-          for a, deps in graph().items() for b in deps if floor_of(b) < floor_of(a)]
+    up = [
+        f"{a} ({FLOORS[floor_of(a)][0]}) imports {b} ({FLOORS[floor_of(b)][0]})"
+        for a, deps in graph().items()
+        for b in deps
+        if floor_of(b) < floor_of(a)
+    ]
     assert not up, "imports that point up:\n" + "\n".join(up)
 
 
@@ -98,7 +128,7 @@ def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
         stack.append(n)
         for m in sorted(g.get(n, ())):
             if state.get(m) == 1:
-                return stack[stack.index(m):] + [m]
+                return stack[stack.index(m) :] + [m]
             if m not in state and (c := visit(m)):
                 return c
         stack.pop()
@@ -122,8 +152,10 @@ def test_the_checks_see_a_circle_and_an_upward_arrow():
     assert floor_of("dbdetect.runtime.onnx") > floor_of("dbdetect.deploy.onnx_int8")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True)) if n in NOT_YET_SPLIT else n
-                                  for n in sorted(modules())])
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.xfail(strict=True)) if n in NOT_YET_SPLIT else n for n in sorted(modules())],
+)
 def test_no_module_over_500_lines(name):
     n = len(modules()[name].read_text().splitlines())
     assert n <= MAX_LINES, f"{name} has {n} lines (at most {MAX_LINES}): split it into named steps"
@@ -132,9 +164,11 @@ def test_no_module_over_500_lines(name):
 def test_old_import_paths_still_work():
     import importlib
 
-    for old, new in [("dbdetect.int8_torch", "dbdetect.deploy.torch_int8"),
-                     ("dbdetect.int8_gates", "dbdetect.deploy.int8_gates"),
-                     ("dbdetect.onnx_backend", "dbdetect.runtime.onnx")]:
+    for old, new in [
+        ("dbdetect.int8_torch", "dbdetect.deploy.torch_int8"),
+        ("dbdetect.int8_gates", "dbdetect.deploy.int8_gates"),
+        ("dbdetect.onnx_backend", "dbdetect.runtime.onnx"),
+    ]:
         assert importlib.import_module(old) is importlib.import_module(new)
     from dbdetect.export import DEFAULT_OPSET, calibration_paths, quantize, to_onnx  # noqa: F401
     from dbdetect.int8_torch import quantize_torch  # noqa: F401

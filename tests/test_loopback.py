@@ -1,4 +1,5 @@
 """keep_on_loopback: a local Ray sends nothing off 127.0.0.1 (checked on the settings, no connection made)."""
+
 import os
 import urllib.request
 
@@ -6,8 +7,14 @@ import pytest
 
 from dbdetect import distributed
 
-ENV_KEYS = ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY",
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")
+ENV_KEYS = (
+    "http_proxy",
+    "HTTP_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
+    "RAY_USAGE_STATS_ENABLED",
+)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """DB loss against a direct NumPy computation."""
+
 import numpy as np
 import pytest
 import torch
@@ -41,7 +42,8 @@ def test_db_loss_matches_numpy(seed, pos_frac):
     batch = {"shrink_map": gt, "shrink_mask": mask, "thresh_map": tmap, "thresh_mask": tmask}
     alpha, beta = 1.0 + seed, 10.0 - seed
     total, parts = DBLoss(alpha=alpha, beta=beta)(
-        {k: torch.from_numpy(v) for k, v in preds.items()}, {k: torch.from_numpy(v) for k, v in batch.items()})
+        {k: torch.from_numpy(v) for k, v in preds.items()}, {k: torch.from_numpy(v) for k, v in batch.items()}
+    )
     ls = np_balanced_bce(preds["prob"][:, 0], gt, mask)
     lb = np_dice(preds["binary"][:, 0], gt, mask)
     lt = np_l1(preds["thresh"][:, 0], tmap, tmask)
@@ -57,7 +59,8 @@ def test_dice_probability_loss_matches_numpy(seed):
     gt, mask, tmap, tmask, preds = make_batch(rng, pos_frac=0.2)
     batch = {"shrink_map": gt, "shrink_mask": mask, "thresh_map": tmap, "thresh_mask": tmask}
     total, parts = DBLoss(alpha=1.0, beta=10.0, prob_loss="dice", prob_weight=5.0)(
-        {k: torch.from_numpy(v) for k, v in preds.items()}, {k: torch.from_numpy(v) for k, v in batch.items()})
+        {k: torch.from_numpy(v) for k, v in preds.items()}, {k: torch.from_numpy(v) for k, v in batch.items()}
+    )
     ls = np_dice(preds["prob"][:, 0], gt, mask)
     lb = np_dice(preds["binary"][:, 0], gt, mask)
     lt = np_l1(preds["thresh"][:, 0], tmap, tmask)
@@ -84,8 +87,9 @@ def test_hard_negative_mining_keeps_only_hardest():
 def test_empty_masks_give_zero_and_finite_grads():
     p = torch.full((1, 1, 4, 4), 0.3, requires_grad=True)
     z = torch.zeros(1, 4, 4)
-    total, parts = DBLoss()({"prob": p, "thresh": p, "binary": p},
-                            {"shrink_map": z, "shrink_mask": z, "thresh_map": z, "thresh_mask": z})
+    total, parts = DBLoss()(
+        {"prob": p, "thresh": p, "binary": p}, {"shrink_map": z, "shrink_mask": z, "thresh_map": z, "thresh_mask": z}
+    )
     total.backward()
     assert torch.isfinite(p.grad).all()
     assert parts["prob"].item() == 0 and parts["thresh"].item() == 0
@@ -95,8 +99,10 @@ def test_empty_masks_give_zero_and_finite_grads():
 def test_loss_gradient_points_the_right_way():
     rng = np.random.default_rng(0)
     gt, mask, tmap, tmask, preds = make_batch(rng, pos_frac=0.3)
-    batch = {k: torch.from_numpy(v) for k, v in
-             {"shrink_map": gt, "shrink_mask": mask, "thresh_map": tmap, "thresh_mask": tmask}.items()}
+    batch = {
+        k: torch.from_numpy(v)
+        for k, v in {"shrink_map": gt, "shrink_mask": mask, "thresh_map": tmap, "thresh_mask": tmask}.items()
+    }
     logits = {k: torch.logit(torch.from_numpy(v)).requires_grad_() for k, v in preds.items()}
     loss_fn = DBLoss()
     opt = torch.optim.Adam(list(logits.values()), lr=0.3)

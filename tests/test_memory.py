@@ -2,6 +2,7 @@
 
 Each case runs in a fresh interpreter: the setting is process-wide and set once.
 """
+
 import os
 import subprocess
 import sys
@@ -34,8 +35,9 @@ def _run(setup: str, **env):
     full = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
     full.pop("DBDETECT_MALLOC", None)
     full.update(env)
-    r = subprocess.run([sys.executable, "-c", _PROBE.format(setup=setup)], env=full,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(setup=setup)], env=full, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     applied, faults = r.stdout.split()
     return applied == "True", int(faults)
@@ -52,13 +54,14 @@ def test_freed_blocks_are_reused_without_new_page_faults():
     applied, faults = _run("applied = m.keep_freed_memory()")
     assert applied
     default_applied, default_faults = _run("applied = None")
-    assert not default_applied and default_faults > 8 * 100   # the behaviour being fixed: every round faults
+    assert not default_applied and default_faults > 8 * 100  # the behaviour being fixed: every round faults
     assert faults < default_faults / 20, (faults, default_faults)
 
 
 @pytest.mark.skipif(not _is_glibc(), reason="glibc only")
-@pytest.mark.parametrize("env", [{"DBDETECT_MALLOC": "0"}, {"MALLOC_MMAP_THRESHOLD_": "1048576"},
-                                 {"MALLOC_TRIM_THRESHOLD_": "1048576"}])
+@pytest.mark.parametrize(
+    "env", [{"DBDETECT_MALLOC": "0"}, {"MALLOC_MMAP_THRESHOLD_": "1048576"}, {"MALLOC_TRIM_THRESHOLD_": "1048576"}]
+)
 def test_users_own_setting_wins(env):
     applied, _ = _run("applied = m.keep_freed_memory()", **env)
     assert not applied
@@ -66,8 +69,6 @@ def test_users_own_setting_wins(env):
 
 @pytest.mark.skipif(not _is_glibc(), reason="glibc only")
 def test_detector_on_cpu_applies_it_once():
-    setup = ("import dbdetect\n"
-             "dbdetect.Detector('ppocrv4')\n"
-             "applied = m._state.get('done')")
+    setup = "import dbdetect\ndbdetect.Detector('ppocrv4')\napplied = m._state.get('done')"
     applied, faults = _run(setup)
     assert applied and faults < 8 * 2000

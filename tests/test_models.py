@@ -1,4 +1,5 @@
 """Model registry, architectures, checkpoints and BatchNorm folding."""
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +10,19 @@ from dbdetect.models import dbnet as dbnet_mod
 
 ARCHS = ["dbnet_mobilenetv3", "dbnet_resnet18", "dbnet_resnet50", "ppocrv3", "ppocrv4"]
 PRETRAINED = ["ppocrv3", "ppocrv4"]
-CFG_KEYS = {"name", "arch", "mean", "std", "channel_order", "stride", "limit_side_len", "limit_type",
-            "thresh", "box_thresh", "unclip_ratio"}
+CFG_KEYS = {
+    "name",
+    "arch",
+    "mean",
+    "std",
+    "channel_order",
+    "stride",
+    "limit_side_len",
+    "limit_type",
+    "thresh",
+    "box_thresh",
+    "unclip_ratio",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -112,8 +124,12 @@ def test_train_forward_backward_640(name):
         assert torch.isfinite(v).all() and v.min() >= 0 and v.max() <= 1
     assert torch.allclose(out["binary"], torch.sigmoid(50 * (out["prob"] - out["thresh"])))
     gt = (torch.rand(n, 1, 640, 640) > 0.8).float()
-    loss = (F.binary_cross_entropy(out["prob"], gt) + (out["thresh"] - 0.5).abs().mean()
-            + 1 - (2 * (out["binary"] * gt).sum() + 1) / (out["binary"].sum() + gt.sum() + 1))
+    loss = (
+        F.binary_cross_entropy(out["prob"], gt)
+        + (out["thresh"] - 0.5).abs().mean()
+        + 1
+        - (2 * (out["binary"] * gt).sum() + 1) / (out["binary"].sum() + gt.sum() + 1)
+    )
     loss.backward()
     assert torch.isfinite(loss)
     grads = [p.grad for p in m.parameters() if p.requires_grad]
@@ -199,9 +215,9 @@ def test_weights_dir_has_bundled_files():
 
 def test_paddle_hardsigmoid_slope():
     from dbdetect.models.layers import PaddleHardsigmoid
+
     x = torch.linspace(-4, 4, 81)
-    np.testing.assert_allclose(PaddleHardsigmoid()(x).numpy(), np.clip(0.2 * x.numpy() + 0.5, 0, 1),
-                               atol=1e-6)
+    np.testing.assert_allclose(PaddleHardsigmoid()(x).numpy(), np.clip(0.2 * x.numpy() + 0.5, 0, 1), atol=1e-6)
 
 
 def test_pretrained_threshold_branch_starts_unsaturated():

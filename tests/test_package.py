@@ -21,7 +21,9 @@ def test_native_module_is_compiled_extension():
     assert _native.COMPILED is True
 
 
-@pytest.mark.skipif(not os.environ.get("DBDETECT_TEST_INSTALLED"), reason="developer run against src/ (CI sets DBDETECT_TEST_INSTALLED)")
+@pytest.mark.skipif(
+    not os.environ.get("DBDETECT_TEST_INSTALLED"), reason="developer run against src/ (CI sets DBDETECT_TEST_INSTALLED)"
+)
 def test_tests_run_against_installed_wheel():
     # CI tests the installed wheel, so a file missing from the wheel fails there.
     pkg = Path(dbdetect.__file__).resolve()
@@ -47,10 +49,10 @@ def test_area_perimeter_parity(seed):
     n = int(rng.integers(3, 30))
     scale = 10.0 ** rng.integers(-2, 5)
     p = rng.normal(size=(n, 2)) * scale + rng.normal() * 1e4
-    a, l = _native.polygon_area_perimeter(np.ascontiguousarray(p))
+    a, perim = _native.polygon_area_perimeter(np.ascontiguousarray(p))
     ra, rl = _ref_area_perimeter(p)
     assert a == pytest.approx(ra, rel=1e-6, abs=1e-3 * scale**2)
-    assert l == pytest.approx(rl, rel=1e-9)
+    assert perim == pytest.approx(rl, rel=1e-9)
 
 
 def test_area_perimeter_rejects_bad_input():

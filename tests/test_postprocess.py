@@ -4,11 +4,11 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-
-from dbdetect import _native, postprocess
 import reference_postprocess as ref
 from postprocess_match import add, match, poly_iou
 from prob_maps import MapMaker, dense_map
+
+from dbdetect import _native, postprocess
 
 
 # ---------------------------------------------------------------- synthetic maps
@@ -32,8 +32,9 @@ def _curved_bands(rng, shape=(320, 480), n=10):
         a0 = rng.uniform(0, 2 * np.pi)
         t = np.linspace(a0, a0 + rng.uniform(0.8, 2.5), 40)
         pts = np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], 1)
-        cv2.polylines(img, [np.round(pts).astype(np.int32)], False, float(rng.uniform(0.6, 1)),
-                      thickness=int(rng.integers(6, 18)))
+        cv2.polylines(
+            img, [np.round(pts).astype(np.int32)], False, float(rng.uniform(0.6, 1)), thickness=int(rng.integers(6, 18))
+        )
     return cv2.GaussianBlur(img, (5, 5), 1.5)
 
 
@@ -41,7 +42,7 @@ def _touching_blobs(rng, shape=(200, 300)):
     img = np.zeros(shape, np.float32)
     for _ in range(40):
         x, y = int(rng.integers(0, shape[1] - 20)), int(rng.integers(0, shape[0] - 10))
-        img[y:y + int(rng.integers(3, 12)), x:x + int(rng.integers(3, 30))] = rng.uniform(0.5, 1)
+        img[y : y + int(rng.integers(3, 12)), x : x + int(rng.integers(3, 30))] = rng.uniform(0.5, 1)
     return img
 
 
@@ -57,12 +58,15 @@ def _check(total, min_rate=0.99, min_boxes=20):
 _N_MAPS = {"_rot_rects": 60, "_curved_bands": 80, "_touching_blobs": 16}
 
 
-@pytest.mark.parametrize("kw", [
-    dict(box_type="quad"),
-    dict(box_type="quad", score_mode="slow"),
-    dict(box_type="quad", use_dilation=True, thresh=0.5),
-    dict(box_type="poly"),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(box_type="quad"),
+        dict(box_type="quad", score_mode="slow"),
+        dict(box_type="quad", use_dilation=True, thresh=0.5),
+        dict(box_type="poly"),
+    ],
+)
 @pytest.mark.parametrize("maker", [_rot_rects, _curved_bands, _touching_blobs])
 def test_synthetic_maps_match_reference(kw, maker):
     rng = np.random.default_rng(zlib.crc32(repr((maker.__name__, kw)).encode()))
@@ -96,8 +100,7 @@ def ic15_maps(ic15):
 def test_icdar_maps_match_reference(ic15_maps, kw):
     total = {}
     for prob, dest in ic15_maps:
-        add(total, match(*ref.boxes_from_prob(prob, dest, **kw),
-                         *postprocess.boxes_from_prob(prob, dest, **kw)))
+        add(total, match(*ref.boxes_from_prob(prob, dest, **kw), *postprocess.boxes_from_prob(prob, dest, **kw)))
     _check(total, min_boxes=10)
 
 
@@ -153,8 +156,7 @@ def test_contours_equal_cv2():
         h, w = int(rng.integers(1, 50)), int(rng.integers(1, 50))
         prob = (rng.random((h, w)) < rng.uniform(0.05, 0.7)).astype(np.float32)
         mine = _native.postprocess_find_contours(prob, 0.5, False)
-        theirs = cv2.findContours((prob > 0.5).astype(np.uint8), cv2.RETR_LIST,
-                                  cv2.CHAIN_APPROX_SIMPLE)[0]
+        theirs = cv2.findContours((prob > 0.5).astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[0]
         assert len(mine) == len(theirs)
         for a, b in zip(mine, theirs):
             np.testing.assert_array_equal(a, b.reshape(-1, 2))
@@ -200,8 +202,7 @@ def test_min_area_box_matches_cv2():
         # Every point lies inside the (slightly grown) rectangle.
         c = box.mean(0)
         grown = c + (box - c) * 1.001 + np.sign(box - c) * 1e-3
-        inside = [cv2.pointPolygonTest(grown.reshape(-1, 1, 2), (float(x), float(y)), False) >= 0
-                  for x, y in pts]
+        inside = [cv2.pointPolygonTest(grown.reshape(-1, 1, 2), (float(x), float(y)), False) >= 0 for x, y in pts]
         assert all(inside)
     assert exact >= 495, exact  # measured 499 of 500 with OpenCV 5.0
 
@@ -211,7 +212,7 @@ def test_unclip_matches_pyclipper():
 
     rng = np.random.default_rng(5)
     same_count = same_vertices = 0
-    for t in range(200):
+    for _t in range(200):
         n = int(rng.integers(3, 14))
         ang = np.sort(rng.uniform(0, 2 * np.pi, n))
         rad = rng.uniform(5, 60, n)
@@ -233,13 +234,16 @@ def test_unclip_matches_pyclipper():
 
 
 # ---------------------------------------------------------------- bad input
-@pytest.mark.parametrize("prob,exc", [
-    (np.zeros((10, 10), np.float64), TypeError),
-    (np.zeros((10, 10), np.uint8), TypeError),
-    (np.zeros((1, 10, 10), np.float32), ValueError),
-    (np.zeros(10, np.float32), ValueError),
-    ([[0.5]], TypeError),
-])
+@pytest.mark.parametrize(
+    "prob,exc",
+    [
+        (np.zeros((10, 10), np.float64), TypeError),
+        (np.zeros((10, 10), np.uint8), TypeError),
+        (np.zeros((1, 10, 10), np.float32), ValueError),
+        (np.zeros(10, np.float32), ValueError),
+        ([[0.5]], TypeError),
+    ],
+)
 def test_rejects_bad_prob(prob, exc):
     with pytest.raises(exc):
         postprocess.boxes_from_prob(prob, (10, 10))
@@ -264,9 +268,17 @@ def test_rejects_bad_dest_shape(dest):
         postprocess.boxes_from_prob(np.zeros((8, 8), np.float32), dest)
 
 
-@pytest.mark.parametrize("kw", [dict(box_type="box"), dict(score_mode="exact"),
-                                dict(unclip_ratio=-1.0), dict(thresh=math.nan),
-                                dict(max_candidates=-1), dict(min_size=1.5)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(box_type="box"),
+        dict(score_mode="exact"),
+        dict(unclip_ratio=-1.0),
+        dict(thresh=math.nan),
+        dict(max_candidates=-1),
+        dict(min_size=1.5),
+    ],
+)
 def test_rejects_bad_params(kw):
     with pytest.raises(ValueError):
         postprocess.boxes_from_prob(np.zeros((8, 8), np.float32), (8, 8), **kw)
@@ -315,8 +327,7 @@ def test_approx_poly_matches_cv2():
     same = total = 0
     for _ in range(10):
         prob = _touching_blobs(rng) + _curved_bands(rng, shape=(200, 300))
-        for c in cv2.findContours((prob > 0.3).astype(np.uint8), cv2.RETR_LIST,
-                                  cv2.CHAIN_APPROX_SIMPLE)[0]:
+        for c in cv2.findContours((prob > 0.3).astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[0]:
             eps = 0.002 * cv2.arcLength(c, True)
             want = cv2.approxPolyDP(c, eps, True).reshape(-1, 2)
             got = _native.postprocess_approx(np.ascontiguousarray(c.reshape(-1, 2)), eps)
@@ -334,7 +345,7 @@ def _thin_and_small(rng, h=97, w=131):
         kind = rng.integers(0, 4)
         x, y = int(rng.integers(-5, w)), int(rng.integers(-5, h))
         if kind == 0:
-            prob[max(y, 0):max(y + int(rng.integers(1, 8)), 0), max(x, 0):max(x + int(rng.integers(1, 60)), 0)] = v
+            prob[max(y, 0) : max(y + int(rng.integers(1, 8)), 0), max(x, 0) : max(x + int(rng.integers(1, 60)), 0)] = v
         elif kind == 1:
             ang = float(rng.uniform(0, 180))
             box = cv2.boxPoints(((x, y), (float(rng.uniform(1, 60)), float(rng.uniform(0.5, 6))), ang))

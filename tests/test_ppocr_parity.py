@@ -4,6 +4,7 @@ The ONNX models are read from the rapidocr-onnxruntime wheels (``pip download --
 a cache dir, DBDETECT_WHEEL_DIR overrides it); the test skips, saying why, only when the wheel
 is neither cached nor downloadable.
 """
+
 import os
 import subprocess
 import sys
@@ -31,11 +32,26 @@ def _onnx_bytes(version: str, member: str) -> bytes:
     wheel = WHEEL_DIR / f"rapidocr_onnxruntime-{version}-py3-none-any.whl"
     if not wheel.is_file():
         WHEEL_DIR.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(WHEEL_DIR),
-                            f"rapidocr-onnxruntime=={version}"], capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "-q",
+                "-d",
+                str(WHEEL_DIR),
+                f"rapidocr-onnxruntime=={version}",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0 or not wheel.is_file():
-            pytest.skip(f"rapidocr-onnxruntime=={version} not cached in {WHEEL_DIR} and pip download "
-                        f"failed (registry unreachable?): {r.stderr.strip()[-300:]}")
+            pytest.skip(
+                f"rapidocr-onnxruntime=={version} not cached in {WHEEL_DIR} and pip download "
+                f"failed (registry unreachable?): {r.stderr.strip()[-300:]}"
+            )
     with zipfile.ZipFile(wheel) as zf:
         return zf.read(member)
 

@@ -1,4 +1,5 @@
 """Native normalisation (csrc/normalize.cpp) against its NumPy twin, and its bad input."""
+
 import numpy as np
 import pytest
 
@@ -22,10 +23,13 @@ def test_native_matches_numpy_twin(seed):
     rng = np.random.default_rng(seed)
     h, w = (int(v) for v in rng.integers(1, 700, 2))
     img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    cfg = {"mean": tuple(rng.uniform(0, 1, 3)), "std": tuple(rng.uniform(0.05, 1, 3)),
-           "channel_order": ("rgb", "bgr")[seed % 2]}
+    cfg = {
+        "mean": tuple(rng.uniform(0, 1, 3)),
+        "std": tuple(rng.uniform(0.05, 1, 3)),
+        "channel_order": ("rgb", "bgr")[seed % 2],
+    }
     if seed % 3 == 0:  # a cropped, row-strided view, as a caller's slice would be
-        img = img[::2, w // 4:]
+        img = img[::2, w // 4 :]
     elif seed % 3 == 1:  # flipped views (negative strides)
         img = img[::-1, ::-1]
     got = normalize(img, cfg)
@@ -36,8 +40,9 @@ def test_native_matches_numpy_twin(seed):
 def test_large_image_matches_twin():
     rng = np.random.default_rng(7)
     img = rng.integers(0, 256, (1001, 1300, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(_native.preprocess_normalize_u8(img, _luts(CFG), (2, 1, 0)),
-                                  reference_normalize(img, CFG))
+    np.testing.assert_array_equal(
+        _native.preprocess_normalize_u8(img, _luts(CFG), (2, 1, 0)), reference_normalize(img, CFG)
+    )
 
 
 @pytest.mark.parametrize("w", [1, 2, 3, 5, 7, 1299])
@@ -49,8 +54,9 @@ def test_streamed_output_matches_twin_at_every_alignment(w, extra_rows):
     rng = np.random.default_rng(w)
     h = ((4 << 20) // (12 * w) + 3) // 4 * 4 + 4 + extra_rows
     img = rng.integers(0, 256, (h, w + 1, 3), dtype=np.uint8)[:, 1:]  # row stride != 3 * w
-    np.testing.assert_array_equal(_native.preprocess_normalize_u8(img, _luts(CFG), (2, 1, 0)),
-                                  reference_normalize(img, CFG))
+    np.testing.assert_array_equal(
+        _native.preprocess_normalize_u8(img, _luts(CFG), (2, 1, 0)), reference_normalize(img, CFG)
+    )
 
 
 def test_every_level_and_empty_images():
@@ -78,24 +84,28 @@ GOOD = np.zeros((4, 5, 3), np.uint8)
 LUT = _luts(CFG)
 
 
-@pytest.mark.parametrize("args, match", [
-    ((np.zeros((4, 5, 4), np.uint8), LUT, (0, 1, 2)), "3 channels"),
-    ((np.zeros((4, 5, 6), np.uint8)[:, :, ::2], LUT, (0, 1, 2)), "contiguous"),
-    ((np.zeros((4, 10, 3), np.uint8)[:, ::2], LUT, (0, 1, 2)), "contiguous"),
-    ((GOOD, LUT[:2], (0, 1, 2)), r"lut must have shape \(3, 256\)"),
-    ((GOOD, np.zeros((3, 255), np.float32), (0, 1, 2)), r"lut must have shape \(3, 256\)"),
-    ((GOOD, LUT, (0, 1)), "3 channels"),
-    ((GOOD, LUT, (0, 1, 3)), "source channels must be 0, 1 or 2"),
-    ((GOOD, LUT, (-1, 1, 2)), "source channels must be 0, 1 or 2"),
-    ((GOOD[::-1], LUT, (0, 1, 2)), "row stride"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((np.zeros((4, 5, 4), np.uint8), LUT, (0, 1, 2)), "3 channels"),
+        ((np.zeros((4, 5, 6), np.uint8)[:, :, ::2], LUT, (0, 1, 2)), "contiguous"),
+        ((np.zeros((4, 10, 3), np.uint8)[:, ::2], LUT, (0, 1, 2)), "contiguous"),
+        ((GOOD, LUT[:2], (0, 1, 2)), r"lut must have shape \(3, 256\)"),
+        ((GOOD, np.zeros((3, 255), np.float32), (0, 1, 2)), r"lut must have shape \(3, 256\)"),
+        ((GOOD, LUT, (0, 1)), "3 channels"),
+        ((GOOD, LUT, (0, 1, 3)), "source channels must be 0, 1 or 2"),
+        ((GOOD, LUT, (-1, 1, 2)), "source channels must be 0, 1 or 2"),
+        ((GOOD[::-1], LUT, (0, 1, 2)), "row stride"),
+    ],
+)
 def test_native_rejects_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         _native.preprocess_normalize_u8(*args)
 
 
-@pytest.mark.parametrize("img", [np.zeros((4, 5, 3), np.float32), np.zeros((4, 5), np.uint8),
-                                 np.zeros((2, 4, 5, 3), np.uint8)])
+@pytest.mark.parametrize(
+    "img", [np.zeros((4, 5, 3), np.float32), np.zeros((4, 5), np.uint8), np.zeros((2, 4, 5, 3), np.uint8)]
+)
 def test_native_rejects_wrong_dtype_or_rank(img):
     with pytest.raises((ValueError, TypeError)):
         _native.preprocess_normalize_u8(img, LUT, (0, 1, 2))

@@ -1,4 +1,5 @@
 """Streaming detection and resumable runs: generators in, a SIGKILLed `dbdetect detect` resumed."""
+
 import json
 import os
 import signal
@@ -27,7 +28,7 @@ def test_prefetch_keeps_order_and_bounds_work_ahead():
     gen = prefetch(iter(range(50)), slow_square, workers=3, depth=4)
     first = next(gen)
     assert first == (0, 0, None)
-    assert len(started) <= 5          # never more than depth ahead of the consumer
+    assert len(started) <= 5  # never more than depth ahead of the consumer
     rest = list(gen)
     assert [v for _, v, _ in rest] == [x * x for x in range(1, 50)]
 
@@ -121,8 +122,9 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(ic15, tmp_path):
         (imgs / f"img_{i}.jpg").symlink_to(ic15 / "test" / "images" / f"img_{i}.jpg")
     ref_out, out = tmp_path / "ref.jsonl", tmp_path / "run.jsonl"
     # The reference runs one forward pass at a time; the killed and resumed runs use the default two streams.
-    r = subprocess.run(_detect(imgs, "--out", ref_out, "--streams", "1", "--workers", "0"),
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        _detect(imgs, "--out", ref_out, "--streams", "1", "--workers", "0"), capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr
 
     proc = subprocess.Popen(_detect(imgs, "--out", out, "--workers", "2", "--threads", "2"), stderr=subprocess.PIPE)
@@ -142,7 +144,7 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(ic15, tmp_path):
     assert "already there" in r.stderr
     got = [json.loads(line) for line in _lines(out)]
     ref = [json.loads(line) for line in _lines(ref_out)]
-    assert len(got) == 16 and len({g["path"] for g in got}) == 16   # every image exactly once
+    assert len(got) == 16 and len({g["path"] for g in got}) == 16  # every image exactly once
     assert sorted(got, key=lambda g: g["path"]) == sorted(ref, key=lambda g: g["path"])
     assert sum(len(g["polygons"]) for g in got) > 0
 

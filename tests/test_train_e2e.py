@@ -2,6 +2,7 @@
 
 Kept tiny (4 images at 256 px, 4 steps) so it fits the CI budget.
 """
+
 import json
 import os
 import shutil
@@ -10,10 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-import dbdetect
 import torch
 
+import dbdetect
 from dbdetect.cli import main
 
 MODEL = os.environ.get("DBDETECT_TEST_TRAIN_MODEL", "ppocrv4")
@@ -35,9 +35,34 @@ def tiny_set(ic15, tmp_path_factory):
 
 def _common(data):
     # 4 images / batch 2 = 2 steps per epoch; epoch 0 has the backbone frozen
-    return ["train", "--train", str(data), "--val", str(data), "--val-limit", "1", "--val-limit-side-len", "256",
-            "--model", MODEL, "--epochs", "2", "--batch-size", "2", "--size", "256", "--workers", "1",
-            "--freeze-backbone-epochs", "1", "--lr", "1e-3", "--no-progress", "--threads", "2"]
+    return [
+        "train",
+        "--train",
+        str(data),
+        "--val",
+        str(data),
+        "--val-limit",
+        "1",
+        "--val-limit-side-len",
+        "256",
+        "--model",
+        MODEL,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--size",
+        "256",
+        "--workers",
+        "1",
+        "--freeze-backbone-epochs",
+        "1",
+        "--lr",
+        "1e-3",
+        "--no-progress",
+        "--threads",
+        "2",
+    ]
 
 
 def _load(p):
@@ -56,8 +81,23 @@ def test_train_freeze_resume_and_checkpoint_loading(tiny_set, tmp_path):
     # the same run in three sessions: stop mid-epoch, stop at the epoch boundary, finish
     assert main(_common(tiny_set) + ["--out", str(pieces), "--stop-after", "1"]) == 0
     assert _load(pieces / "last.pt")["step"] == 1
-    assert main(["train", "--resume", str(pieces / "last.pt"), "--stop-after", "1", "--workers", "0",
-                 "--no-progress", "--threads", "2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(pieces / "last.pt"),
+                "--stop-after",
+                "1",
+                "--workers",
+                "0",
+                "--no-progress",
+                "--threads",
+                "2",
+            ]
+        )
+        == 0
+    )
     mid = _load(pieces / "last.pt")
     assert (mid["step"], mid["epoch"]) == (2, 1)
 
@@ -104,9 +144,37 @@ def test_resume_after_the_starting_checkpoint_is_gone(tiny_set, tmp_path):
     torch.save({"arch": MODEL, "model": m.state_dict(), "cfg": cfg}, start)
     run = tmp_path / "run"
     common = ["--workers", "0", "--no-progress", "--threads", "2"]
-    assert main(["train", "--train", str(tiny_set), "--model", str(start), "--epochs", "1", "--batch-size", "2",
-                 "--size", "256", "--lr", "1e-3", "--out", str(run), "--stop-after", "1",
-                 "--val", str(tiny_set), "--val-limit", "1", "--val-limit-side-len", "256"] + common) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--train",
+                str(tiny_set),
+                "--model",
+                str(start),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "2",
+                "--size",
+                "256",
+                "--lr",
+                "1e-3",
+                "--out",
+                str(run),
+                "--stop-after",
+                "1",
+                "--val",
+                str(tiny_set),
+                "--val-limit",
+                "1",
+                "--val-limit-side-len",
+                "256",
+            ]
+            + common
+        )
+        == 0
+    )
     start.unlink()  # e.g. resumed on another machine: the run must not need it
     assert main(["train", "--resume", str(run / "last.pt"), "--val-limit", "1"] + common) == 0
     last = _load(run / "last.pt")
@@ -120,9 +188,38 @@ def test_keep_snapshots_writes_the_deployed_weights_of_each_save(tiny_set, tmp_p
     from dbdetect import models
 
     run = tmp_path / "run"
-    assert main(["train", "--train", str(tiny_set), "--model", MODEL, "--epochs", "2", "--batch-size", "2",
-                 "--size", "256", "--lr", "1e-3", "--ema", "0.9", "--save-every", "3", "--keep-snapshots",
-                 "--workers", "0", "--no-progress", "--threads", "2", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--train",
+                str(tiny_set),
+                "--model",
+                MODEL,
+                "--epochs",
+                "2",
+                "--batch-size",
+                "2",
+                "--size",
+                "256",
+                "--lr",
+                "1e-3",
+                "--ema",
+                "0.9",
+                "--save-every",
+                "3",
+                "--keep-snapshots",
+                "--workers",
+                "0",
+                "--no-progress",
+                "--threads",
+                "2",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in run.glob("step_*.pt")) == ["step_3.pt"]  # 4 steps, saved every 3
     snap = _load(run / "step_3.pt")
     assert snap["step"] == 3 and "optimizer" not in snap and "ema" not in snap
@@ -145,38 +242,111 @@ def test_eval_cli_progress_bar_can_be_hidden(tiny_set, capsys):
 def test_eval_cli_on_checkpoint(tiny_set, tmp_path):
     pytest.importorskip("dbdetect.detector")
     out = tmp_path / "res.json"
-    assert main(["eval", "--data", str(tiny_set), "--model", MODEL, "--limit", "2", "--limit-side-len", "640",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--data",
+                str(tiny_set),
+                "--model",
+                MODEL,
+                "--limit",
+                "2",
+                "--limit-side-len",
+                "640",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["images"] == 2 and len(res["per_image"]) == 2
     assert 0 <= res["hmean"] <= 1 and res["num_gt_care"] > 0
     assert res["settings"]["limit_side_len"] == 640
     # post-processing options reach the detector (a threshold above every score leaves nothing)
-    assert main(["eval", "--data", str(tiny_set), "--model", MODEL, "--limit", "2", "--limit-side-len", "640",
-                 "--thresh", "0.5", "--box-thresh", "1.01", "--unclip-ratio", "1.2", "--no-dilation",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--data",
+                str(tiny_set),
+                "--model",
+                MODEL,
+                "--limit",
+                "2",
+                "--limit-side-len",
+                "640",
+                "--thresh",
+                "0.5",
+                "--box-thresh",
+                "1.01",
+                "--unclip-ratio",
+                "1.2",
+                "--no-dilation",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
-    assert res["settings"] == {"limit_side_len": 640, "thresh": 0.5, "box_thresh": 1.01, "unclip_ratio": 1.2,
-                               "use_dilation": False}
+    assert res["settings"] == {
+        "limit_side_len": 640,
+        "thresh": 0.5,
+        "box_thresh": 1.01,
+        "unclip_ratio": 1.2,
+        "use_dilation": False,
+    }
     assert res["num_det_care"] == 0 and res["hmean"] == 0
 
 
 def _ddp_env():
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-            "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
 
 
 def _ddp_train(tiny_set, out):
-    return ["-m", "dbdetect", "train", "--train", str(tiny_set), "--model", MODEL, "--epochs", "1",
-            "--batch-size", "1", "--size", "256", "--workers", "0", "--no-progress", "--out", str(out),
-            "--device", "cpu"]
+    return [
+        "-m",
+        "dbdetect",
+        "train",
+        "--train",
+        str(tiny_set),
+        "--model",
+        MODEL,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "1",
+        "--size",
+        "256",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
 
 
 @pytest.fixture(scope="module")
 def ddp_standalone(tiny_set, tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           *_ddp_train(tiny_set, out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        *_ddp_train(tiny_set, out),
+    ]
     r = subprocess.run(cmd, env=_ddp_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return out
@@ -197,11 +367,28 @@ def test_ddp_two_nodes_with_a_rendezvous_endpoint(tiny_set, ddp_standalone, tmp_
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "two_nodes"
-    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "dbdetect-test",
-            "--local-addr", "127.0.0.1", *_ddp_train(tiny_set, out)]
-    procs = [subprocess.Popen(node, env=_ddp_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]
+    node = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv-id",
+        "dbdetect-test",
+        "--local-addr",
+        "127.0.0.1",
+        *_ddp_train(tiny_set, out),
+    ]
+    procs = [
+        subprocess.Popen(node, env=_ddp_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
     try:
         logs = [p.communicate(timeout=300)[0] for p in procs]
     finally:
@@ -224,27 +411,71 @@ def test_two_sets_with_weights_ema_and_multiscale_resume_exactly(tiny_set, ic15,
 
     lines = []
     for s in load_samples(ic15 / "train")[4:6]:
-        regions = [{"transcription": "###" if ig else t, "points": p.tolist()}
-                   for p, ig, t in zip(s.polygons, s.ignore, s.texts)]
+        regions = [
+            {"transcription": "###" if ig else t, "points": p.tolist()}
+            for p, ig, t in zip(s.polygons, s.ignore, s.texts)
+        ]
         lines.append(f"{s.image_path}\t{json.dumps(regions)}")
     labels = tmp_path / "second.txt"
     labels.write_text("\n".join(lines) + "\n")
-    common = ["train", "--train", str(tiny_set), "--train", str(labels), "--train-weight", "0.5",
-              "--train-weight", "1", "--val", str(tiny_set), "--val-limit", "1", "--val-limit-side-len", "256",
-              "--model", MODEL, "--epochs", "1", "--batch-size", "1", "--size", "224", "--size-max", "288",
-              "--ema", "0.9", "--ohem-ratio", "5", "--max-angle", "5", "--workers", "0", "--no-progress", "--log-every", "1",
-              "--threads", "2", "--lr", "1e-3"]
+    common = [
+        "train",
+        "--train",
+        str(tiny_set),
+        "--train",
+        str(labels),
+        "--train-weight",
+        "0.5",
+        "--train-weight",
+        "1",
+        "--val",
+        str(tiny_set),
+        "--val-limit",
+        "1",
+        "--val-limit-side-len",
+        "256",
+        "--model",
+        MODEL,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "1",
+        "--size",
+        "224",
+        "--size-max",
+        "288",
+        "--ema",
+        "0.9",
+        "--ohem-ratio",
+        "5",
+        "--max-angle",
+        "5",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--log-every",
+        "1",
+        "--threads",
+        "2",
+        "--lr",
+        "1e-3",
+    ]
     straight, pieces = tmp_path / "straight", tmp_path / "pieces"
     assert main(common + ["--out", str(straight)]) == 0
     assert main(common + ["--out", str(pieces), "--stop-after", "2"]) == 0
-    assert main(["train", "--resume", str(pieces), "--workers", "0", "--no-progress", "--threads", "2",
-                 "--log-every", "1"]) == 0
+    assert (
+        main(
+            ["train", "--resume", str(pieces), "--workers", "0", "--no-progress", "--threads", "2", "--log-every", "1"]
+        )
+        == 0
+    )
     args = json.loads((straight / "args.json").read_text())
     # 4 images at weight 0.5 + 2 at weight 1 = 4 draws per epoch, batch 1
     assert args["steps_per_epoch"] == 4 and [s["weight"] for s in args["train_sets"]] == [0.5, 1.0]
     assert args["hparams"]["ema"] == 0.9 and args["hparams"]["size_max"] == 288
     a, b = _load(straight / "last.pt"), _load(pieces / "last.pt")
     assert a["step"] == b["step"] == 4 and a["ema"]["updates"] == b["ema"]["updates"] == 4
+
     # The resumed run trains on the same batches. Its weights are not compared bit for bit: torch's
     # CPU convolution backward gives gradients that differ in the last bits on the first call with
     # a new input shape in a process (measured: 3e-8), and multi-scale batches bring new shapes

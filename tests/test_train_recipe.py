@@ -1,4 +1,5 @@
 """Multi-set sampling, multi-scale batches, EMA and the recipe flags, without training a model."""
+
 from collections import Counter
 
 import cv2
@@ -72,8 +73,19 @@ def test_set_and_weight_errors(tmp_path, capsys):
     sets = parse_train_sets(["a", "b"], [2, 0.25], formats=["icdar2015"], roots=[None, "imgs"])
     assert [(s.weight, s.format) for s in sets] == [(2.0, "icdar2015"), (0.25, "icdar2015")]
     assert sets[0].root is None and sets[1].root.endswith("imgs")
-    rc = main(["train", "--train", str(tmp_path), "--train", str(tmp_path), "--train-weight", "1",
-               "--out", str(tmp_path / "run")])
+    rc = main(
+        [
+            "train",
+            "--train",
+            str(tmp_path),
+            "--train",
+            str(tmp_path),
+            "--train-weight",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert rc == 2 and "1 --train-weight values for 2 --train sets" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
     assert main(["train", "--train-weight", "2", "--out", str(tmp_path / "run")]) == 2
@@ -82,9 +94,14 @@ def test_set_and_weight_errors(tmp_path, capsys):
 
 def test_recipe_values_are_checked(tmp_path, capsys):
     base = ["train", "--train", str(tmp_path), "--out", str(tmp_path / "run")]
-    for extra, msg in ((["--ema", "1.5"], "--ema"), (["--size-max", "600"], "--size-max"),
-                       (["--size", "640", "--size-max", "608"], "--size-max"), (["--ohem-ratio", "0"], "--ohem-ratio"),
-                       (["--max-angle", "-3"], "--max-angle"), (["--keep-snapshots"], "--save-every")):
+    for extra, msg in (
+        (["--ema", "1.5"], "--ema"),
+        (["--size-max", "600"], "--size-max"),
+        (["--size", "640", "--size-max", "608"], "--size-max"),
+        (["--ohem-ratio", "0"], "--ohem-ratio"),
+        (["--max-angle", "-3"], "--max-angle"),
+        (["--keep-snapshots"], "--save-every"),
+    ):
         assert main(base + extra) == 2
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

@@ -18,13 +18,16 @@ def test_lr_schedule_warmup_then_cosine():
     assert all(a >= b for a, b in zip(vals, vals[1:]))
 
 
-@pytest.mark.parametrize("requested, world, local_rank, want", [
-    ("cuda", 1, 0, "cuda:3"),    # plain "cuda" and the default: the current device, with its index
-    (None, 1, 0, "cuda:3"),
-    ("cuda:1", 1, 0, "cuda:1"),
-    ("cuda", 2, 1, "cuda:1"),    # torchrun: one device per local rank
-    ("cpu", 1, 0, "cpu"),
-])
+@pytest.mark.parametrize(
+    "requested, world, local_rank, want",
+    [
+        ("cuda", 1, 0, "cuda:3"),  # plain "cuda" and the default: the current device, with its index
+        (None, 1, 0, "cuda:3"),
+        ("cuda:1", 1, 0, "cuda:1"),
+        ("cuda", 2, 1, "cuda:1"),  # torchrun: one device per local rank
+        ("cpu", 1, 0, "cpu"),
+    ],
+)
 def test_pick_device_gives_set_device_an_index(monkeypatch, requested, world, local_rank, want):
     import torch
 

@@ -1,4 +1,5 @@
 """``dbdetect tune``: the grid equals direct evaluation, the cfg write-back, bad labels."""
+
 import json
 import shutil
 
@@ -28,8 +29,14 @@ def val_set(ic15, tmp_path_factory):
 def test_grid_rows_equal_direct_evaluation(val_set):
     samples = load_samples(val_set)
     net = models.create(MODEL)
-    grid = Grid(limit_side_len=(320, 480), thresh=(0.3,), box_thresh=(0.3, 0.7), unclip_ratio=(1.5,),
-                use_dilation=(True, False), score_mode=("fast", "slow"))
+    grid = Grid(
+        limit_side_len=(320, 480),
+        thresh=(0.3,),
+        box_thresh=(0.3, 0.7),
+        unclip_ratio=(1.5,),
+        use_dilation=(True, False),
+        score_mode=("fast", "slow"),
+    )
     rows = tune(net, samples, grid, progress=False)
     assert len(rows) == len(grid) == 16
     assert [r["hmean"] for r in rows] == sorted((r["hmean"] for r in rows), reverse=True)
@@ -38,9 +45,16 @@ def test_grid_rows_equal_direct_evaluation(val_set):
     assert len({r["num_det_care"] for r in rows}) > 1
     slow = next(r for r in rows if r["limit_side_len"] == 480 and r["score_mode"] == "slow")
     for r in (rows[0], rows[-1], next(r for r in rows if r["limit_side_len"] == 480 and not r["use_dilation"]), slow):
-        ref = evaluate_model(net, samples, limit_side_len=r["limit_side_len"], box_thresh=r["box_thresh"],
-                             thresh=r["thresh"], unclip_ratio=r["unclip_ratio"], use_dilation=r["use_dilation"],
-                             score_mode=r["score_mode"])
+        ref = evaluate_model(
+            net,
+            samples,
+            limit_side_len=r["limit_side_len"],
+            box_thresh=r["box_thresh"],
+            thresh=r["thresh"],
+            unclip_ratio=r["unclip_ratio"],
+            use_dilation=r["use_dilation"],
+            score_mode=r["score_mode"],
+        )
         for k in ("matched", "num_gt_care", "num_det_care", "hmean", "precision", "recall"):
             assert r[k] == ref[k], (k, r)
 
@@ -61,10 +75,27 @@ def test_grid_rejects_bad_values():
 def test_write_back_reaches_detector_and_drops_training_state(tmp_path):
     net = models.create(MODEL)
     src = tmp_path / "last.pt"
-    torch.save({"arch": net.cfg["arch"], "model": net.state_dict(), "cfg": dict(net.cfg), "step": 7,
-                "optimizer": {"state": {}}, "train_state": {"hparams": {}}}, src)
-    settings = {"limit_side_len": 1056, "limit_type": "max", "thresh": 0.25, "box_thresh": 0.65,
-                "unclip_ratio": 1.35, "use_dilation": False, "score_mode": "slow", "hmean": 0.5}
+    torch.save(
+        {
+            "arch": net.cfg["arch"],
+            "model": net.state_dict(),
+            "cfg": dict(net.cfg),
+            "step": 7,
+            "optimizer": {"state": {}},
+            "train_state": {"hparams": {}},
+        },
+        src,
+    )
+    settings = {
+        "limit_side_len": 1056,
+        "limit_type": "max",
+        "thresh": 0.25,
+        "box_thresh": 0.65,
+        "unclip_ratio": 1.35,
+        "use_dilation": False,
+        "score_mode": "slow",
+        "hmean": 0.5,
+    }
     out = save_tuned(src, settings, tmp_path / "tuned.pt", info={"hmean": 0.5})
     ck = torch.load(out, map_location="cpu", weights_only=True)
     assert "optimizer" not in ck and "train_state" not in ck and ck["step"] == 7 and ck["tuned"] == {"hmean": 0.5}
@@ -72,7 +103,12 @@ def test_write_back_reaches_detector_and_drops_training_state(tmp_path):
     det = Detector(str(out))
     assert (det.limit_side_len, det.limit_type) == (1056, "max")
     assert {k: det.post_kwargs[k] for k in ("thresh", "box_thresh", "unclip_ratio", "use_dilation", "score_mode")} == {
-        "thresh": 0.25, "box_thresh": 0.65, "unclip_ratio": 1.35, "use_dilation": False, "score_mode": "slow"}
+        "thresh": 0.25,
+        "box_thresh": 0.65,
+        "unclip_ratio": 1.35,
+        "use_dilation": False,
+        "score_mode": "slow",
+    }
     # explicit arguments still win over the tuned defaults
     assert Detector(str(out), thresh=0.4).post_kwargs["thresh"] == 0.4
     # the source checkpoint is untouched; an existing output is not replaced without overwrite
@@ -88,9 +124,31 @@ def test_write_back_reaches_detector_and_drops_training_state(tmp_path):
 
 def test_cli_prints_table_and_writes_best(val_set, tmp_path, capsys):
     out, rows_json = tmp_path / "tuned.pt", tmp_path / "rows.json"
-    argv = ["tune", "--data", str(val_set), "--model", MODEL, "--sizes", "320", "--thresh", "0.3",
-            "--box-thresh", "0.3,0.7", "--unclip-ratio", "1.5", "--dilation", "on,off", "--score-mode", "slow", "--out", str(out),
-            "--json", str(rows_json), "--limit", "2"]
+    argv = [
+        "tune",
+        "--data",
+        str(val_set),
+        "--model",
+        MODEL,
+        "--sizes",
+        "320",
+        "--thresh",
+        "0.3",
+        "--box-thresh",
+        "0.3,0.7",
+        "--unclip-ratio",
+        "1.5",
+        "--dilation",
+        "on,off",
+        "--score-mode",
+        "slow",
+        "--out",
+        str(out),
+        "--json",
+        str(rows_json),
+        "--limit",
+        "2",
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     rows = json.loads(rows_json.read_text())["rows"]

@@ -1,4 +1,5 @@
 """MkDocs hook: the CLI reference page is the argparse parsers' own help, so it cannot drift."""
+
 from __future__ import annotations
 
 import argparse

@@ -7,6 +7,7 @@
 Heavy modules (torch, the models) load on first use so that
 ``import dbdetect`` and ``dbdetect --version`` stay fast.
 """
+
 from __future__ import annotations
 
 import importlib

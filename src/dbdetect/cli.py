@@ -4,6 +4,7 @@ Each subcommand lives in the module that does the work and registers itself
 here through ``add_parser(subparsers)``; this file only wires them together
 and turns user errors into one clear line and a non-zero exit code.
 """
+
 from __future__ import annotations
 
 import argparse

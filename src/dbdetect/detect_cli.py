@@ -13,6 +13,7 @@ results.jsonl`` (images already there are skipped). ``--ray [ADDRESS]`` runs
 on a Ray cluster instead and writes Parquet shards into the ``--out`` folder
 (needs ``pip install "dbdetect[ray]"``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,12 @@ from .imageio import IMAGE_EXTENSIONS
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("detect", help="detect text in images and folders",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "detect",
+        help="detect text in images and folders",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("paths", nargs="*", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--model", default="ppocrv4", help="registry name or checkpoint path (default: ppocrv4)")
     p.add_argument("--out", type=Path, help="write JSON lines here instead of stdout")
@@ -38,31 +43,52 @@ def add_parser(sub) -> None:
     p.add_argument("--thresh", type=float, help="binarisation threshold (default: the model's)")
     p.add_argument("--box-thresh", type=float, help="minimum box score (default: the model's)")
     p.add_argument("--unclip-ratio", type=float, help="box expansion ratio (default: the model's)")
-    p.add_argument("--score-mode", choices=("fast", "slow"),
-                   help="box score: mean over the bounding rectangle (fast) or the contour (slow) (default: the model's)")
+    p.add_argument(
+        "--score-mode",
+        choices=("fast", "slow"),
+        help="box score: mean over the bounding rectangle (fast) or the contour (slow) (default: the model's)",
+    )
     p.add_argument("--device", default="cpu")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
-                   help="inference backend (default: onnxruntime for a .onnx model, else torch)")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default=None,
+        help="inference backend (default: onnxruntime for a .onnx model, else torch)",
+    )
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--workers", type=int,
-                   help="threads that decode and resize upcoming images while the model runs (default: 1; 0: none); "
-                        "with --ray: detector actors (default: one per CPU of the cluster)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="threads that decode and resize upcoming images while the model runs (default: 1; 0: none); "
+        "with --ray: detector actors (default: one per CPU of the cluster)",
+    )
     p.add_argument("--threads", type=int, help="CPU threads for the network in all (default: torch's default)")
-    p.add_argument("--streams", type=int,
-                   help="forward passes run at once, sharing --threads (default: 2 on a CPU with 2 or more threads, "
-                        "else 1)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run: skip images already in --out and append the rest")
-    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                   help="run on Ray Data (a local instance, or the cluster at ADDRESS, e.g. 127.0.0.1:6379) "
-                        "and write Parquet shards into the --out folder")
+    p.add_argument(
+        "--streams",
+        type=int,
+        help="forward passes run at once, sharing --threads (default: 2 on a CPU with 2 or more threads, else 1)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: skip images already in --out and append the rest",
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run on Ray Data (a local instance, or the cluster at ADDRESS, e.g. 127.0.0.1:6379) "
+        "and write Parquet shards into the --out folder",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
 def _collect(paths: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
     """(image, path relative to the folder it came from) pairs, and errors for missing paths."""
-    found, errors = [], []
+    found: list[tuple[Path, Path]] = []
+    errors: list[str] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
@@ -88,7 +114,9 @@ def _vis_path(vis_dir: Path, rel: Path, taken: set) -> Path:
 
 
 def _looks_like_address(text: str) -> bool:
-    return text in ("local", "auto") or text.startswith("ray://") or re.fullmatch(r"[\w.\-\[\]:]+:\d+", text) is not None
+    return (
+        text in ("local", "auto") or text.startswith("ray://") or re.fullmatch(r"[\w.\-\[\]:]+:\d+", text) is not None
+    )
 
 
 def _fix_ray_address(args) -> None:
@@ -99,9 +127,17 @@ def _fix_ray_address(args) -> None:
 
 
 def _detector_kwargs(args) -> dict:
-    return dict(device=args.device, limit_side_len=args.limit_side_len, limit_type=args.limit_type,
-                thresh=args.thresh, box_thresh=args.box_thresh, unclip_ratio=args.unclip_ratio,
-                score_mode=args.score_mode, box_type=args.box_type, backend=args.backend)
+    return dict(
+        device=args.device,
+        limit_side_len=args.limit_side_len,
+        limit_type=args.limit_type,
+        thresh=args.thresh,
+        box_thresh=args.box_thresh,
+        unclip_ratio=args.unclip_ratio,
+        score_mode=args.score_mode,
+        box_type=args.box_type,
+        backend=args.backend,
+    )
 
 
 def _write_vis(args, path: Path, rel: Path, dets, inputs: set, taken: set) -> None:
@@ -175,7 +211,8 @@ def _run_local(args, items, errors, inputs) -> int:
     if streams > 1:
         single_malloc_arena()
     det = Detector(args.model, num_threads=threads, **_detector_kwargs(args))
-    done, out = set(), None
+    done: set[str] = set()
+    out = None
     if args.out is not None:
         done, out = open_results(args.out, resume=args.resume, overwrite=args.overwrite)
         if done:
@@ -183,18 +220,20 @@ def _run_local(args, items, errors, inputs) -> int:
     todo = [(p, rel) for p, rel in items if path_key(p) not in done]
     failed = len(errors)
     taken: set = set()
-    stream = detect_stream(det, (p for p, _ in todo), args.batch_size,
-                           1 if args.workers is None else args.workers, streams=streams)
+    stream = detect_stream(
+        det, (p for p, _ in todo), args.batch_size, 1 if args.workers is None else args.workers, streams=streams
+    )
     try:
-        for res in tqdm(stream, total=len(todo), desc="detect", unit="img", disable=args.no_progress,
-                        file=sys.stderr):
+        for res in tqdm(stream, total=len(todo), desc="detect", unit="img", disable=args.no_progress, file=sys.stderr):
             path, rel = todo[res.index]
             if res.error is not None:
                 print(f"\ndbdetect detect: error: {path}: {res.error}", file=sys.stderr)
                 failed += 1
                 continue
             rec = {
-                "path": str(path), "width": int(res.shape[1]), "height": int(res.shape[0]),
+                "path": str(path),
+                "width": int(res.shape[1]),
+                "height": int(res.shape[0]),
                 "polygons": [d.to_dict()["polygon"] for d in res.detections],
                 "scores": [d.to_dict()["score"] for d in res.detections],
             }
@@ -208,6 +247,8 @@ def _run_local(args, items, errors, inputs) -> int:
         if out is not None:
             out.close()
     if failed:
-        print(f"dbdetect detect: {failed} input(s) failed, {len(todo) - (failed - len(errors))} image(s) processed",
-              file=sys.stderr)
+        print(
+            f"dbdetect detect: {failed} input(s) failed, {len(todo) - (failed - len(errors))} image(s) processed",
+            file=sys.stderr,
+        )
     return 1 if failed else 0

@@ -6,14 +6,16 @@
 >>> dets[0].polygon.shape, dets[0].score               # doctest: +SKIP
 ((4, 2), 0.87)
 """
+
 from __future__ import annotations
 
 import copy
 import json
 import os
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +46,7 @@ class Detection:
         x, y = self.polygon[:, 0], self.polygon[:, 1]
         return float(x.min()), float(y.min()), float(x.max()), float(y.max())
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"polygon": np.round(self.polygon.astype(np.float64), 2).tolist(), "score": round(float(self.score), 5)}
 
     def __repr__(self) -> str:
@@ -52,12 +54,12 @@ class Detection:
         return f"Detection(score={self.score:.3f}, polygon=[{pts}])"
 
 
-def to_json(dets: Sequence[Detection], **extra) -> str:
+def to_json(dets: Sequence[Detection], **extra: Any) -> str:
     """Serialise detections as one JSON object: ``{..extra, "detections": [{"polygon", "score"}, ...]}``."""
     return json.dumps({**extra, "detections": [d.to_dict() for d in dets]}, ensure_ascii=False)
 
 
-def _check_device(device) -> torch.device:
+def _check_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -67,11 +69,11 @@ def _check_device(device) -> torch.device:
     return dev
 
 
-def _is_file_of(model, suffix: str) -> bool:
+def _is_file_of(model: object, suffix: str) -> bool:
     return isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(suffix)
 
 
-def _pick_backend(model, backend: str | None) -> str:
+def _pick_backend(model: object, backend: str | None) -> str:
     is_onnx = _is_file_of(model, ".onnx")
     if backend is None:
         return "onnxruntime" if is_onnx else "torch"
@@ -122,7 +124,7 @@ class Detector:
 
     def __init__(
         self,
-        model: str | os.PathLike | torch.nn.Module = "ppocrv4",
+        model: str | os.PathLike[str] | torch.nn.Module = "ppocrv4",
         device: str = "cpu",
         limit_side_len: int | None = None,
         limit_type: str | None = None,
@@ -139,46 +141,66 @@ class Detector:
         backend: str | None = None,
     ):
         self.backend = _pick_backend(model, backend)
-        self._session = None
+        self._session: Any = None  # an OnnxSession when backend == "onnxruntime"
+        self.model: Any = None  # a torch module or a TorchScript int8 module otherwise
         if _check_device(device).type == "cpu":
             keep_freed_memory()  # pre-processing's arrays too, not only torch's feature maps
         if self.backend == "onnxruntime":
             from .runtime.onnx import open_session
 
             self.device = _check_device(device)
-            explicit = dict(limit_side_len=limit_side_len, limit_type=limit_type, thresh=thresh,
-                            box_thresh=box_thresh, unclip_ratio=unclip_ratio, use_dilation=use_dilation,
-                            score_mode=score_mode, max_candidates=max_candidates)
+            explicit = dict(
+                limit_side_len=limit_side_len,
+                limit_type=limit_type,
+                thresh=thresh,
+                box_thresh=box_thresh,
+                unclip_ratio=unclip_ratio,
+                use_dilation=use_dilation,
+                score_mode=score_mode,
+                max_candidates=max_candidates,
+            )
             self._session, self.cfg = open_session(model, str(self.device), num_threads, explicit)
             self.model = None
         else:
             self._init_torch(model, device, num_threads)
-        self._init_settings(limit_side_len, limit_type, thresh, box_thresh, unclip_ratio, box_type,
-                            use_dilation, score_mode, max_candidates, min_size, channel_order)
+        self._init_settings(
+            limit_side_len,
+            limit_type,
+            thresh,
+            box_thresh,
+            unclip_ratio,
+            box_type,
+            use_dilation,
+            score_mode,
+            max_candidates,
+            min_size,
+            channel_order,
+        )
 
-    def _init_torch(self, model, device, num_threads) -> None:
+    def _init_torch(
+        self, model: str | os.PathLike[str] | torch.nn.Module, device: str, num_threads: int | None
+    ) -> None:
         from . import models
 
-        if _is_file_of(model, TORCHSCRIPT):
+        if _is_file_of(model, TORCHSCRIPT) and not isinstance(model, torch.nn.Module):
             self._init_torchscript(model, device, num_threads)
             return
         if isinstance(model, torch.nn.Module):
             # A copy: fusing BatchNorm must not touch a model that is still training.
             net = copy.deepcopy(model)
-            if not isinstance(getattr(net, "cfg", None), dict):
-                raise TypeError("a model passed as nn.Module needs a .cfg dict (see dbdetect.models.create)")
+            models.cfg_of(net)  # TypeError now, not at the first call, when it has no cfg
         else:
             net = models.create(model, pretrained=True)
         self.device = _check_device(device)
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
-        self.cfg = dict(net.cfg)
+        self.cfg = models.cfg_of(net)
         # Folding BatchNorm once here removes a third of the eager ops per call.
         self.model = models.fuse(net.eval()).to(self.device)
         for p in self.model.parameters():
             p.requires_grad_(False)
 
-    def _init_torchscript(self, path, device, num_threads) -> None:
+    def _init_torchscript(self, path: str | os.PathLike[str], device: str, num_threads: int | None) -> None:
         """A torch int8 file of :func:`dbdetect.deploy.torch_int8.quantize_torch`: x86 int8 kernels, CPU only."""
         from .runtime.torchscript import load
 
@@ -189,8 +211,20 @@ class Detector:
             torch.set_num_threads(int(num_threads))
         self.model, self.cfg = load(path, check_cpu=True)
 
-    def _init_settings(self, limit_side_len, limit_type, thresh, box_thresh, unclip_ratio, box_type,
-                       use_dilation, score_mode, max_candidates, min_size, channel_order) -> None:
+    def _init_settings(
+        self,
+        limit_side_len: int | None,
+        limit_type: str | None,
+        thresh: float | None,
+        box_thresh: float | None,
+        unclip_ratio: float | None,
+        box_type: str,
+        use_dilation: bool | None,
+        score_mode: str | None,
+        max_candidates: int | None,
+        min_size: int,
+        channel_order: str,
+    ) -> None:
         self.limit_side_len = int(limit_side_len if limit_side_len is not None else self.cfg["limit_side_len"])
         self.limit_type = limit_type if limit_type is not None else self.cfg["limit_type"]
         if self.limit_side_len < 32:
@@ -202,7 +236,8 @@ class Detector:
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         self.channel_order = channel_order
-        def pick(value, key, default):
+
+        def pick(value: Any, key: str, default: Any) -> Any:
             return value if value is not None else self.cfg.get(key, default)
 
         self.post_kwargs = dict(
@@ -245,7 +280,7 @@ class Detector:
         # (NaN weights or input) would pass unnoticed there: check here.
         if np.isnan(out).any():
             raise ValueError("the model produced NaN probabilities (broken weights or a NaN in the input?)")
-        return out
+        return np.asarray(out, dtype=np.float32)
 
     def _boxes(self, prob: np.ndarray, shape: tuple[int, int]) -> list[Detection]:
         polys, scores = postprocess.boxes_from_prob(prob, shape, **self.post_kwargs)
@@ -255,7 +290,7 @@ class Detector:
     def probability_map(self, image: ImageLike, channel_order: str | None = None) -> np.ndarray:
         """The probability map, float32 ``(H', W')`` at the network's input resolution."""
         x = self._prepare(self._load(image, channel_order))
-        return self._forward(x[None])[0]
+        return np.asarray(self._forward(x[None])[0])
 
     def __call__(self, image: ImageLike, channel_order: str | None = None) -> list[Detection]:
         """Detect text in one image; returns a list of :class:`Detection`."""
@@ -264,8 +299,12 @@ class Detector:
         return self._boxes(prob, img.shape[:2])
 
     def detect_batch(
-        self, images: Iterable[ImageLike], batch_size: int = 8, channel_order: str | None = None,
-        workers: int = 1, streams: int = 1,
+        self,
+        images: Iterable[ImageLike],
+        batch_size: int = 8,
+        channel_order: str | None = None,
+        workers: int = 1,
+        streams: int = 1,
     ) -> list[list[Detection]]:
         """Detect text in several images; one list of detections per image, in order.
 
@@ -281,8 +320,12 @@ class Detector:
         return list(self.stream(images, batch_size, channel_order, workers, streams))
 
     def stream(
-        self, images: Iterable[ImageLike], batch_size: int = 8, channel_order: str | None = None,
-        workers: int = 1, streams: int = 1,
+        self,
+        images: Iterable[ImageLike],
+        batch_size: int = 8,
+        channel_order: str | None = None,
+        workers: int = 1,
+        streams: int = 1,
     ) -> Iterator[list[Detection]]:
         """Yield one list of detections per image, in input order, as they are ready.
 
@@ -312,14 +355,16 @@ class Detector:
         for res in detect_stream(self, images, batch_size, workers, channel_order, streams):
             if res.error is not None:
                 raise res.error
-            yield res.detections
+            yield res.detections or []
 
 
-_default: dict[tuple, Detector] = {}
+_default: dict[tuple[Any, ...], Detector] = {}
 _default_lock = threading.Lock()
 
 
-def detect(image: ImageLike, model="ppocrv4", device: str = "cpu", **kwargs) -> list[Detection]:
+def detect(
+    image: ImageLike, model: str | os.PathLike[str] | torch.nn.Module = "ppocrv4", device: str = "cpu", **kwargs: Any
+) -> list[Detection]:
     """Detect text in one image with a cached :class:`Detector`.
 
     The first call loads the model (bundled weights, no network); later calls

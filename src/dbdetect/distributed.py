@@ -27,12 +27,14 @@ authentication at all; recent ones (2.60 here) add token authentication
 >>> ds = ray.data.read_binary_files("s3://bucket/scans/", include_paths=True)  # doctest: +SKIP
 >>> dd.detect_dataset(ds, model="ppocrv4", concurrency=8).write_parquet("out/")  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import math
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["detect_dataset", "keep_on_loopback", "IMAGE_COLUMNS"]
 
@@ -100,8 +102,10 @@ def _pick_column(names, column: str | None) -> str:
     for name in IMAGE_COLUMNS:
         if name in names:
             return name
-    raise ValueError(f"the dataset needs an 'image' (array), 'bytes' (encoded image) or 'path' (str) column "
-                     f"(or pass column=); it has {list(names)}")
+    raise ValueError(
+        f"the dataset needs an 'image' (array), 'bytes' (encoded image) or 'path' (str) column "
+        f"(or pass column=); it has {list(names)}"
+    )
 
 
 def _images(table, column: str) -> list:
@@ -136,13 +140,23 @@ class _DetectActor:
             polys.append([d.polygon.tolist() for d in dets])
             scores.append([float(d.score) for d in dets])
             errors.append(None if res.error is None else f"{type(res.error).__name__}: {res.error}")
-        return (table.append_column("polygons", pa.array(polys, pa.list_(pa.list_(pa.list_(pa.float32())))))
-                .append_column("scores", pa.array(scores, pa.list_(pa.float64())))
-                .append_column("error", pa.array(errors, pa.string())))
+        return (
+            table.append_column("polygons", pa.array(polys, pa.list_(pa.list_(pa.list_(pa.float32())))))
+            .append_column("scores", pa.array(scores, pa.list_(pa.float64())))
+            .append_column("error", pa.array(errors, pa.string()))
+        )
 
 
-def detect_dataset(dataset, model="ppocrv4", batch_size: int = 8, concurrency: int = 1, num_cpus: float = 1,
-                   num_gpus: float = 0, column: str | None = None, **detector_kwargs):
+def detect_dataset(
+    dataset,
+    model="ppocrv4",
+    batch_size: int = 8,
+    concurrency: int = 1,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    column: str | None = None,
+    **detector_kwargs,
+):
     """Detect text in every row of a Ray Dataset with a pool of Detector actors.
 
     Args:
@@ -181,7 +195,11 @@ def detect_dataset(dataset, model="ppocrv4", batch_size: int = 8, concurrency: i
     # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1:
     # a dead actor (lost node, OOM kill) is replaced and its batch re-run.
     return dataset.map_batches(
-        _DetectActor, batch_size=batch_size, batch_format="pyarrow", num_cpus=num_cpus, num_gpus=num_gpus,
+        _DetectActor,
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
         compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
         fn_constructor_args=(model, column, detector_kwargs),
     )
@@ -192,7 +210,7 @@ def detect_dataset(dataset, model="ppocrv4", batch_size: int = 8, concurrency: i
 
 def _connect(ray, address: str):
     """Start a local Ray (127.0.0.1 only) or join the cluster at ``address``."""
-    kw = dict(include_dashboard=False, log_to_driver=False)
+    kw: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False)
     if _is_loopback(address):
         kw["_node_ip_address"] = "127.0.0.1"
     ray.init(address=None if address == "local" else address, **kw)
@@ -209,8 +227,11 @@ def _done_paths(out: Path) -> set[str]:
         except Exception as exc:  # a shard cut short by a killed run: its images are redone
             aside = shard.with_name(shard.name + ".unreadable")
             shard.rename(aside)
-            print(f"dbdetect detect: warning: {shard} is unreadable ({exc}); moved to {aside.name}, "
-                  "its images will be done again", file=sys.stderr)
+            print(
+                f"dbdetect detect: warning: {shard} is unreadable ({exc}); moved to {aside.name}, "
+                "its images will be done again",
+                file=sys.stderr,
+            )
     return done
 
 
@@ -243,8 +264,7 @@ def run_cli(args, paths: list, detector_kwargs: dict) -> int:
         # Blocks of ~64 images: each becomes a shard on disk, the unit a resumed run can skip.
         blocks = min(len(todo), max(workers, math.ceil(len(todo) / 64)))
         ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=blocks)
-        res = detect_dataset(ds, model=args.model, batch_size=args.batch_size, concurrency=workers,
-                             **detector_kwargs)
+        res = detect_dataset(ds, model=args.model, batch_size=args.batch_size, concurrency=workers, **detector_kwargs)
         # Writers take no CPU slot: with every CPU held by an actor they would
         # otherwise wait for the end, and results would pile up in memory.
         res.write_parquet(str(out.resolve()), ray_remote_args={"num_cpus": 0})

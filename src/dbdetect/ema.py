@@ -13,6 +13,7 @@ starting weights. Integer entries (BatchNorm's step counter) are copied.
 >>> ema.update(net); ema.updates
 1
 """
+
 from __future__ import annotations
 
 import copy
@@ -62,8 +63,11 @@ class EMA:
 
     def state_dict(self) -> dict:
         """Decay, update count and averaged weights (CPU tensors), for checkpoints."""
-        return {"decay": self.decay, "updates": self.updates,
-                "model": {k: v.detach().cpu() for k, v in self.module.state_dict().items()}}
+        return {
+            "decay": self.decay,
+            "updates": self.updates,
+            "model": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned (resume)."""

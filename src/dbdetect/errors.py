@@ -1,4 +1,5 @@
 """Errors every floor may raise; the command line turns them into one line and exit code 2."""
+
 from __future__ import annotations
 
 

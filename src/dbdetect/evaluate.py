@@ -16,6 +16,7 @@ Protocol (Robust Reading Competition, challenge 4 "IoU" script):
 Polygons may have any number of vertices; areas and intersections are exact
 polygon clipping (pyclipper, non-zero fill rule).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -123,13 +124,19 @@ def evaluate_image(gt_polygons, gt_ignore, det_polygons, iou_thresh: float = 0.5
     pairs = _match(gts, gt_ignore, gt_boxes, dets, det_boxes, det_areas, det_dc, iou_thresh)
     n_gt = sum(1 for ig in gt_ignore if not ig)
     n_det = len(dets) - len(det_dc)
-    return {**_scores(len(pairs), n_gt, n_det), "matched": len(pairs), "num_gt_care": n_gt,
-            "num_det_care": n_det, "pairs": pairs, "det_dont_care": sorted(det_dc)}
+    return {
+        **_scores(len(pairs), n_gt, n_det),
+        "matched": len(pairs),
+        "num_gt_care": n_gt,
+        "num_det_care": n_det,
+        "pairs": pairs,
+        "det_dont_care": sorted(det_dc),
+    }
 
 
 def _dont_care_detections(gts, gt_ignore, gt_boxes, dets, det_boxes, det_areas, area_thresh) -> set:
     """Indices of detections lying mostly (> ``area_thresh`` of their area) inside one ``###`` region."""
-    det_dc = set()
+    det_dc: set[int] = set()
     dc_gts = [i for i, ig in enumerate(gt_ignore) if ig]
     if not dc_gts:
         return det_dc
@@ -137,7 +144,10 @@ def _dont_care_detections(gts, gt_ignore, gt_boxes, dets, det_boxes, det_areas, 
         if det_areas[j] <= 0:
             continue
         for i in dc_gts:
-            if _boxes_overlap(gt_boxes[i], det_boxes[j]) and polygon_intersection(gts[i], d) / det_areas[j] > area_thresh:
+            if (
+                _boxes_overlap(gt_boxes[i], det_boxes[j])
+                and polygon_intersection(gts[i], d) / det_areas[j] > area_thresh
+            ):
                 det_dc.add(j)
                 break
     return det_dc
@@ -210,16 +220,33 @@ def evaluate_detections(gt, dets, names=None, iou_thresh: float = 0.5, area_thre
     precision = matched / n_det if n_det else 0.0
     hmean = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return {
-        "precision": precision, "recall": recall, "hmean": hmean, "matched": matched,
-        "num_gt_care": n_gt, "num_det_care": n_det, "per_image": per_image,
+        "precision": precision,
+        "recall": recall,
+        "hmean": hmean,
+        "matched": matched,
+        "num_gt_care": n_gt,
+        "num_det_care": n_det,
+        "per_image": per_image,
     }
 
 
 # ---------------------------------------------------------------- model side
 
-def evaluate_model(model, samples, limit_side_len=None, limit_type=None, box_thresh=None, device=None,
-                   progress: bool = False, *, thresh=None, unclip_ratio=None, use_dilation=None,
-                   score_mode=None) -> dict:
+
+def evaluate_model(
+    model,
+    samples,
+    limit_side_len=None,
+    limit_type=None,
+    box_thresh=None,
+    device=None,
+    progress: bool = False,
+    *,
+    thresh=None,
+    unclip_ratio=None,
+    use_dilation=None,
+    score_mode=None,
+) -> dict:
     """Score an in-memory ``nn.Module`` on samples (validation during training).
 
     Runs a :class:`dbdetect.Detector` on a copy of the model (the detector
@@ -245,9 +272,19 @@ def evaluate_model(model, samples, limit_side_len=None, limit_type=None, box_thr
 
     if device is None:
         device = next(model.parameters()).device
-    kw = {k: v for k, v in (("limit_side_len", limit_side_len), ("limit_type", limit_type),
-                            ("box_thresh", box_thresh), ("thresh", thresh), ("unclip_ratio", unclip_ratio),
-                            ("use_dilation", use_dilation), ("score_mode", score_mode)) if v is not None}
+    kw = {
+        k: v
+        for k, v in (
+            ("limit_side_len", limit_side_len),
+            ("limit_type", limit_type),
+            ("box_thresh", box_thresh),
+            ("thresh", thresh),
+            ("unclip_ratio", unclip_ratio),
+            ("use_dilation", use_dilation),
+            ("score_mode", score_mode),
+        )
+        if v is not None
+    }
     det = Detector(model=copy.deepcopy(model).eval(), device=str(device), **kw)
     dets = [det(s.image_path) for s in tqdm(samples, desc="val", disable=not progress, leave=False)]
     return evaluate_detections(samples, dets)
@@ -255,12 +292,14 @@ def evaluate_model(model, samples, limit_side_len=None, limit_type=None, box_thr
 
 # ---------------------------------------------------------------- CLI
 
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``dbdetect eval``."""
     p = subparsers.add_parser(
-        "eval", help="score a model on a labelled dataset (ICDAR 2015 IoU protocol)",
+        "eval",
+        help="score a model on a labelled dataset (ICDAR 2015 IoU protocol)",
         description="Detect text in every image of a labelled dataset and report precision, recall and H-mean "
-                    "(ICDAR 2015 IoU protocol: one-to-one matching at IoU > 0.5, detections inside ### regions ignored).",
+        "(ICDAR 2015 IoU protocol: one-to-one matching at IoU > 0.5, detections inside ### regions ignored).",
     )
     p.add_argument("--data", required=True, help="dataset folder (images/ + gts/) or PaddleOCR label file")
     p.add_argument("--model", default="ppocrv4", help="model name or checkpoint path (default: ppocrv4)")
@@ -272,14 +311,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--thresh", type=float, default=None, help="binarisation threshold (default: the model's)")
     p.add_argument("--box-thresh", type=float, default=None, help="box score threshold (default: the model's)")
     p.add_argument("--unclip-ratio", type=float, default=None, help="box expansion ratio (default: the model's)")
-    p.add_argument("--dilation", action=argparse.BooleanOptionalAction, default=None,
-                   help="2x2 dilation of the bitmap (default: the model's)")
-    p.add_argument("--score-mode", choices=("fast", "slow"), default=None,
-                   help="box score: mean over the bounding rectangle (fast) or the contour (slow) (default: the model's)")
+    p.add_argument(
+        "--dilation",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="2x2 dilation of the bitmap (default: the model's)",
+    )
+    p.add_argument(
+        "--score-mode",
+        choices=("fast", "slow"),
+        default=None,
+        help="box score: mean over the bounding rectangle (fast) or the contour (slow) (default: the model's)",
+    )
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
-                   help="inference backend (default: onnxruntime for a .onnx model, else torch)")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default=None,
+        help="inference backend (default: onnxruntime for a .onnx model, else torch)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default=None, help="write the full results (global + per image) as JSON here")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -297,21 +348,38 @@ def run(args) -> int:
     samples = load_samples(args.data, fmt=args.format, root=args.root, lenient=args.lenient)
     if args.limit is not None:
         samples = samples[: args.limit]
-    kw = {k: v for k, v in (("limit_side_len", args.limit_side_len), ("limit_type", args.limit_type),
-                            ("thresh", args.thresh), ("box_thresh", args.box_thresh),
-                            ("unclip_ratio", args.unclip_ratio), ("use_dilation", args.dilation),
-                            ("score_mode", args.score_mode)) if v is not None}
+    kw = {
+        k: v
+        for k, v in (
+            ("limit_side_len", args.limit_side_len),
+            ("limit_type", args.limit_type),
+            ("thresh", args.thresh),
+            ("box_thresh", args.box_thresh),
+            ("unclip_ratio", args.unclip_ratio),
+            ("use_dilation", args.dilation),
+            ("score_mode", args.score_mode),
+        )
+        if v is not None
+    }
     det = Detector(model=args.model, device=args.device, num_threads=args.threads, backend=args.backend, **kw)
     t0 = time.perf_counter()
     dets = [det(s.image_path) for s in tqdm(samples, desc="eval", unit="img", disable=args.no_progress)]
     elapsed = time.perf_counter() - t0
     res = evaluate_detections(samples, dets)
-    res = {"model": str(args.model), "backend": det.backend, "data": str(args.data), "images": len(samples),
-           "seconds": round(elapsed, 2),
-           "settings": kw, **res}
-    print(f"precision {res['precision']:.4f}  recall {res['recall']:.4f}  hmean {res['hmean']:.4f}  "
-          f"({res['matched']} matched / {res['num_gt_care']} gt / {res['num_det_care']} det, {len(samples)} images, "
-          f"{1000 * elapsed / max(1, len(samples)):.0f} ms/image)")
+    res = {
+        "model": str(args.model),
+        "backend": det.backend,
+        "data": str(args.data),
+        "images": len(samples),
+        "seconds": round(elapsed, 2),
+        "settings": kw,
+        **res,
+    }
+    print(
+        f"precision {res['precision']:.4f}  recall {res['recall']:.4f}  hmean {res['hmean']:.4f}  "
+        f"({res['matched']} matched / {res['num_gt_care']} gt / {res['num_det_care']} det, {len(samples)} images, "
+        f"{1000 * elapsed / max(1, len(samples)):.0f} ms/image)"
+    )
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

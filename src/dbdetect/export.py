@@ -13,6 +13,7 @@ Needs the ``onnx`` extra: ``pip install "dbdetect[onnx]"``. torch's own int8
 >>> to_onnx("ppocrv4", "ppocrv4.onnx")                                          # doctest: +SKIP
 >>> quantize("ppocrv4.onnx", "ppocrv4_int8.onnx", "icdar2015/train/images")    # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,32 +34,57 @@ __all__ = ["DEFAULT_OPSET", "POLICIES", "calibration_paths", "quantize", "set_me
 def add_parser(sub) -> argparse.ArgumentParser:
     """Register ``dbdetect export``."""
     p = sub.add_parser(
-        "export", help="export a model to ONNX (optionally int8), or to torch int8 (.torchscript)",
+        "export",
+        help="export a model to ONNX (optionally int8), or to torch int8 (.torchscript)",
         description="Export a registry model or a training checkpoint to ONNX (BatchNorm folded, dynamic "
-                    "N/H/W, the model's settings stored in the file), or quantise it to int8 with --int8. "
-                    f"ONNX needs {INSTALL_HINT}. With --int8 and an --out ending in .torchscript, torch's own "
-                    "x86 int8 instead (FX graph mode, stem and first backbone stage fp32): runs with torch alone.")
-    p.add_argument("--model", required=True,
-                   help="registry name, checkpoint (.pt), or an fp32 .onnx file to quantise with --int8")
-    p.add_argument("--out", required=True, type=Path,
-                   help="the file to write: .onnx (onnxruntime), or .torchscript with --int8 (torch's own int8)")
+        "N/H/W, the model's settings stored in the file), or quantise it to int8 with --int8. "
+        f"ONNX needs {INSTALL_HINT}. With --int8 and an --out ending in .torchscript, torch's own "
+        "x86 int8 instead (FX graph mode, stem and first backbone stage fp32): runs with torch alone.",
+    )
+    p.add_argument(
+        "--model", required=True, help="registry name, checkpoint (.pt), or an fp32 .onnx file to quantise with --int8"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="the file to write: .onnx (onnxruntime), or .torchscript with --int8 (torch's own int8)",
+    )
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out file")
     q = p.add_argument_group("int8")
     q.add_argument("--int8", action="store_true", help="write a static int8 model (onnxruntime quantisation)")
     q.add_argument("--calib", help="calibration images: a folder or a label file (training images, never test ones)")
-    q.add_argument("--calib-n", type=int, default=None,
-                   help="number of calibration images (default 100 for .onnx, 32 for .torchscript)")
-    q.add_argument("--calib-side-len", type=int, default=None, help="resize limit for calibration (default: the model's)")
+    q.add_argument(
+        "--calib-n",
+        type=int,
+        default=None,
+        help="number of calibration images (default 100 for .onnx, 32 for .torchscript)",
+    )
+    q.add_argument(
+        "--calib-side-len", type=int, default=None, help="resize limit for calibration (default: the model's)"
+    )
     q.add_argument("--format", choices=("qdq", "qoperator"), default="qdq", help="onnxruntime quantisation format")
-    q.add_argument("--nodes", choices=POLICIES, default="dense",
-                   help="which nodes get int8 (default dense: convolutions with groups 1 and >= 16 input channels)")
-    q.add_argument("--observer", choices=OBSERVERS, default=None,
-                   help="torch int8 (.torchscript) only: activation ranges from the min and max seen (default) "
-                        "or torch's histogram (L2-optimal, clips the tails)")
-    q.add_argument("--fp32", default=None, metavar="NAMES",
-                   help="torch int8 (.torchscript) only: comma-separated module names to keep in fp32 "
-                        "(default backbone.stem,backbone.stages.0; 'none' quantises everything)")
+    q.add_argument(
+        "--nodes",
+        choices=POLICIES,
+        default="dense",
+        help="which nodes get int8 (default dense: convolutions with groups 1 and >= 16 input channels)",
+    )
+    q.add_argument(
+        "--observer",
+        choices=OBSERVERS,
+        default=None,
+        help="torch int8 (.torchscript) only: activation ranges from the min and max seen (default) "
+        "or torch's histogram (L2-optimal, clips the tails)",
+    )
+    q.add_argument(
+        "--fp32",
+        default=None,
+        metavar="NAMES",
+        help="torch int8 (.torchscript) only: comma-separated module names to keep in fp32 "
+        "(default backbone.stem,backbone.stages.0; 'none' quantises everything)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
     return p
@@ -87,9 +113,17 @@ def run(args) -> int:
         raise UserError(f"{args.model} is already ONNX; add --int8 --calib DIR to quantise it")
 
     def to_int8(src):
-        quantize(src, args.out, args.calib, n=args.calib_n or 100, limit_side_len=args.calib_side_len,
-                 quant_format=args.format, nodes=args.nodes, overwrite=args.overwrite,
-                 progress=not args.no_progress)
+        quantize(
+            src,
+            args.out,
+            args.calib,
+            n=args.calib_n or 100,
+            limit_side_len=args.calib_side_len,
+            quant_format=args.format,
+            nodes=args.nodes,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
 
     try:
         if not args.int8:
@@ -119,9 +153,17 @@ def _run_torch_int8(args, is_onnx: bool) -> int:
     if args.fp32 is not None:
         fp32 = [m for m in (n.strip() for n in args.fp32.split(",")) if m not in ("", "none")]
     try:
-        quantize_torch(args.model, args.out, args.calib, n=args.calib_n or 32, limit_side_len=args.calib_side_len,
-                       fp32_modules=fp32, overwrite=args.overwrite, progress=not args.no_progress,
-                       observer=args.observer or DEFAULT_OBSERVER)
+        quantize_torch(
+            args.model,
+            args.out,
+            args.calib,
+            n=args.calib_n or 32,
+            limit_side_len=args.calib_side_len,
+            fp32_modules=fp32,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            observer=args.observer or DEFAULT_OBSERVER,
+        )
     except (FileExistsError, IsADirectoryError) as exc:
         raise UserError(str(exc)) from None
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB, torch int8)")

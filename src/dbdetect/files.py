@@ -1,4 +1,5 @@
 """Writing output files so that a crash or a refusal never costs what was already there."""
+
 from __future__ import annotations
 
 import contextlib

@@ -10,18 +10,23 @@ do; PIL images get ``ImageOps.exif_transpose``. Returned coordinates and
 training labels therefore refer to the rotated (displayed) image, not to the
 raw sensor pixels. NumPy arrays carry no EXIF and are used as given.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import cv2
 import numpy as np
 
+if TYPE_CHECKING:
+    import PIL.Image
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm")
 
-ImageLike = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, "PIL.Image.Image"]  # noqa: F821
+ImageLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.ndarray, "PIL.Image.Image"]
 
 
 def _decode(buf: np.ndarray, what: str) -> np.ndarray:
@@ -106,14 +111,11 @@ def load_image(image: ImageLike, channel_order: str = "rgb") -> np.ndarray:
         if out.size == 0:
             raise ValueError(f"image is empty: size {pil.size}")
     else:
-        raise TypeError(
-            "image must be a path, bytes, a NumPy array or a PIL image, "
-            f"got {type(image).__name__}"
-        )
+        raise TypeError(f"image must be a path, bytes, a NumPy array or a PIL image, got {type(image).__name__}")
     return np.ascontiguousarray(out)
 
 
-def list_images(paths, recursive: bool = True) -> list[Path]:
+def list_images(paths: Iterable[str | os.PathLike[str]], recursive: bool = True) -> list[Path]:
     """Expand files and folders into a sorted list of image files."""
     found: list[Path] = []
     for p in map(Path, paths):

@@ -9,6 +9,7 @@ paths already written, so a resumed run appends only what is missing.
 >>> done, f = open_results("results.jsonl", resume=True)   # doctest: +SKIP
 >>> f.write_record({"path": "/data/a.jpg", "polygons": [], "scores": []})  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,10 @@ def _read_done(path: Path) -> tuple[set[str], int]:
                 rec = json.loads(raw)
                 done.add(path_key(rec["path"]))
             except (ValueError, KeyError, TypeError):
-                raise ValueError(f"{path}, line {lineno}: not a dbdetect result line "
-                                 "(expected a JSON object with a 'path'); refusing to append to it") from None
+                raise ValueError(
+                    f"{path}, line {lineno}: not a dbdetect result line "
+                    "(expected a JSON object with a 'path'); refusing to append to it"
+                ) from None
             good += len(raw)
     return done, good
 

@@ -44,10 +44,11 @@ shape, mismatched lengths. Polygons far outside the image are clamped onto
 the border, have zero area, and are ignored (the reference does the same; the
 half-pixel fill then zeroes ``shrink_mask`` along that border segment).
 """
+
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -120,7 +121,7 @@ def _pack(polygons, ignore_tags):
     return xy, offsets, ignore
 
 
-def _outputs(h: int, w: int, out: Optional[dict]) -> dict:
+def _outputs(h: int, w: int, out: dict | None) -> dict:
     if out is None:
         # np.empty: the C++ side writes every pixel, so zero-filling here would be wasted.
         return {k: np.empty((h, w), dtype=np.float32) for k in MAP_KEYS}
@@ -131,8 +132,9 @@ def _outputs(h: int, w: int, out: Optional[dict]) -> dict:
         if not isinstance(a, np.ndarray):
             raise TypeError(f"out[{k!r}] must be a numpy array")
         if a.dtype != np.float32 or a.shape != (h, w) or not a.flags.c_contiguous or not a.flags.writeable:
-            raise ValueError(f"out[{k!r}] must be a writable C-contiguous float32 array of shape {(h, w)}, "
-                             f"got {a.dtype} {a.shape}")
+            raise ValueError(
+                f"out[{k!r}] must be a writable C-contiguous float32 array of shape {(h, w)}, got {a.dtype} {a.shape}"
+            )
     ids = {id(out[k]) for k in MAP_KEYS}
     if len(ids) != len(MAP_KEYS):
         raise ValueError("out must hold four distinct arrays")
@@ -140,8 +142,7 @@ def _outputs(h: int, w: int, out: Optional[dict]) -> dict:
 
 
 def _check_params(shrink_ratio, thresh_min, thresh_max, min_text_size):
-    vals = dict(shrink_ratio=shrink_ratio, thresh_min=thresh_min, thresh_max=thresh_max,
-                min_text_size=min_text_size)
+    vals = dict(shrink_ratio=shrink_ratio, thresh_min=thresh_min, thresh_max=thresh_max, min_text_size=min_text_size)
     for name, v in vals.items():
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.floating, np.integer)):
             raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
@@ -154,8 +155,16 @@ def _check_params(shrink_ratio, thresh_min, thresh_max, min_text_size):
     return float(shrink_ratio), float(thresh_min), float(thresh_max), float(min_text_size)
 
 
-def make_targets(polygons, ignore_tags, shape, shrink_ratio: float = 0.4, thresh_min: float = 0.3,
-                 thresh_max: float = 0.7, min_text_size: float = 8, out: Optional[dict] = None) -> dict:
+def make_targets(
+    polygons,
+    ignore_tags,
+    shape,
+    shrink_ratio: float = 0.4,
+    thresh_min: float = 0.3,
+    thresh_max: float = 0.7,
+    min_text_size: float = 8,
+    out: dict | None = None,
+) -> dict:
     """Build the DBNet training targets of one image.
 
     Args:
@@ -181,9 +190,16 @@ def make_targets(polygons, ignore_tags, shape, shrink_ratio: float = 0.4, thresh
     return maps
 
 
-def make_targets_batch(polygons_list, ignore_tags_list, shapes, shrink_ratio: float = 0.4,
-                       thresh_min: float = 0.3, thresh_max: float = 0.7, min_text_size: float = 8,
-                       threads: int = 0) -> list:
+def make_targets_batch(
+    polygons_list,
+    ignore_tags_list,
+    shapes,
+    shrink_ratio: float = 0.4,
+    thresh_min: float = 0.3,
+    thresh_max: float = 0.7,
+    min_text_size: float = 8,
+    threads: int = 0,
+) -> list:
     """Build the targets of several images on C++ threads (the GIL is released).
 
     Args:
@@ -198,8 +214,10 @@ def make_targets_batch(polygons_list, ignore_tags_list, shapes, shrink_ratio: fl
     """
     polygons_list, ignore_tags_list, shapes = list(polygons_list), list(ignore_tags_list), list(shapes)
     if not (len(polygons_list) == len(ignore_tags_list) == len(shapes)):
-        raise ValueError(f"got {len(polygons_list)} polygon lists, {len(ignore_tags_list)} ignore_tags "
-                         f"lists and {len(shapes)} shapes")
+        raise ValueError(
+            f"got {len(polygons_list)} polygon lists, {len(ignore_tags_list)} ignore_tags "
+            f"lists and {len(shapes)} shapes"
+        )
     if isinstance(threads, (bool, np.bool_)) or not isinstance(threads, (numbers.Integral, np.integer)):
         raise TypeError(f"threads must be an integer, got {type(threads).__name__}")
     if threads < 0:

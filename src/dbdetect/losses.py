@@ -8,6 +8,7 @@
 * ``Lb``: dice loss on the approximate binary map over ``shrink_mask``;
 * ``Lt``: L1 on the threshold map over ``thresh_mask`` (the dilated text band).
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,8 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def balanced_bce(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor,
-                 negative_ratio: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
+def balanced_bce(
+    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, negative_ratio: float = 3.0, eps: float = 1e-6
+) -> torch.Tensor:
     """BCE over positives and the ``negative_ratio * #pos`` hardest negatives.
 
     Args:
@@ -70,8 +72,15 @@ class DBLoss(nn.Module):
     Computed in float32 even under autocast.
     """
 
-    def __init__(self, alpha: float = 1.0, beta: float = 10.0, negative_ratio: float = 3.0, eps: float = 1e-6,
-                 prob_loss: str = "bce", prob_weight: float = 1.0):
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 10.0,
+        negative_ratio: float = 3.0,
+        eps: float = 1e-6,
+        prob_loss: str = "bce",
+        prob_weight: float = 1.0,
+    ):
         super().__init__()
         if prob_loss not in ("bce", "dice"):
             raise ValueError(f"prob_loss must be 'bce' or 'dice', got {prob_loss!r}")
@@ -102,7 +111,9 @@ class DBLoss(nn.Module):
             parts["binary"] = lb
             total = total + self.alpha * lb
         if "thresh" in preds:
-            lt = masked_l1(preds["thresh"][:, 0].float(), batch["thresh_map"].float(), batch["thresh_mask"].float(), self.eps)
+            lt = masked_l1(
+                preds["thresh"][:, 0].float(), batch["thresh_map"].float(), batch["thresh_mask"].float(), self.eps
+            )
             parts["thresh"] = lt
             total = total + self.beta * lt
         return total, parts

@@ -17,6 +17,7 @@ suggests); doing it here gives every user the speed without a launcher.
 The cost: the process keeps up to ``trim_threshold`` of freed memory for reuse
 instead of returning it. ``DBDETECT_MALLOC=0`` leaves malloc as it is.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -56,7 +57,7 @@ def _glibc_mallopt():
         return None
     try:
         libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # only glibc has it
+        _ = libc.gnu_get_libc_version  # only glibc has it: AttributeError elsewhere
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return None

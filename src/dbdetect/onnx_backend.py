@@ -1,4 +1,5 @@
 """The old import path of :mod:`dbdetect.runtime.onnx`; the same module object, so its settings are shared."""
+
 import sys
 
 from .runtime import onnx as _module

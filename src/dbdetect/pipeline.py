@@ -21,16 +21,19 @@ results are those of the single-image call either way.
 >>> for r in detect_stream(Detector(), ["a.jpg", "b.jpg"]):   # doctest: +SKIP
 ...     print(r.index, r.error or len(r.detections))
 """
+
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
 from .memory import single_malloc_arena
+
 __all__ = ["Result", "prefetch", "detect_stream", "single_malloc_arena"]
 
 
@@ -56,7 +59,9 @@ def _guarded(fn: Callable, item):
         return None, exc
 
 
-def prefetch(items: Iterable, fn: Callable, workers: int = 1, depth: int = 4) -> Iterator[tuple[Any, Any, Exception | None]]:
+def prefetch(
+    items: Iterable, fn: Callable, workers: int = 1, depth: int = 4
+) -> Iterator[tuple[Any, Any, Exception | None]]:
     """Yield ``(item, fn(item), None)`` or ``(item, None, exception)`` in input order.
 
     ``items`` is consumed lazily in the caller's thread; ``fn`` runs in
@@ -97,8 +102,14 @@ def prefetch(items: Iterable, fn: Callable, workers: int = 1, depth: int = 4) ->
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def detect_stream(det: Any, images: Iterable, batch_size: int = 1, workers: int = 1,
-                  channel_order: str | None = None, streams: int = 1) -> Iterator[Result]:
+def detect_stream(
+    det: Any,
+    images: Iterable,
+    batch_size: int = 1,
+    workers: int = 1,
+    channel_order: str | None = None,
+    streams: int = 1,
+) -> Iterator[Result]:
     """Detect text in a stream of images; one :class:`Result` per input, in order.
 
     Prepared inputs are grouped by network shape inside a window of

@@ -47,10 +47,11 @@ Implementation notes (csrc/contours.cpp, minrect.cpp, offset.cpp, postprocess.cp
 * Output corners are rounded and clipped to [0, width] x [0, height] like the
   reference, so they are whole numbers stored as float32.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -146,9 +147,18 @@ def boxes_from_prob(
     dh, dw = _check_dest(dest_shape)
     prob = _check_prob(prob, 2)
     return _native.postprocess_boxes(
-        prob, dh, dw, float(thresh), float(box_thresh), float(unclip_ratio),
-        int(max_candidates), int(min_size), box_type == "poly", score_mode == "slow",
-        bool(use_dilation))
+        prob,
+        dh,
+        dw,
+        float(thresh),
+        float(box_thresh),
+        float(unclip_ratio),
+        int(max_candidates),
+        int(min_size),
+        box_type == "poly",
+        score_mode == "slow",
+        bool(use_dilation),
+    )
 
 
 def boxes_from_prob_batch(
@@ -182,5 +192,14 @@ def boxes_from_prob_batch(
         raise ValueError(f"got {probs.shape[0]} maps but {len(shapes)} dest_shapes")
     ds = np.array(shapes, dtype=np.int64).reshape(-1, 2)
     return _native.postprocess_boxes_batch(
-        probs, ds, float(thresh), float(box_thresh), float(unclip_ratio), int(max_candidates),
-        int(min_size), box_type == "poly", score_mode == "slow", bool(use_dilation))
+        probs,
+        ds,
+        float(thresh),
+        float(box_thresh),
+        float(unclip_ratio),
+        int(max_candidates),
+        int(min_size),
+        box_type == "poly",
+        score_mode == "slow",
+        bool(use_dilation),
+    )

@@ -3,6 +3,7 @@
 One implementation for detection and evaluation, so the detector feeds the
 network exactly what PaddleOCR's ``DetResizeForTest`` + ``NormalizeImage`` do.
 """
+
 from __future__ import annotations
 
 import cv2

@@ -41,6 +41,7 @@ Fine-tuning PP-OCRv4 on ICDAR 2015 on a 2-core CPU (50 min; the recipe behind
         --model ppocrv4 --epochs 6 --batch-size 8 --size 640 --lr 2e-4 --backbone-lr-scale 0.1 \\
         --prob-loss dice --prob-weight 5 --threads 2 --workers 1 --out runs/ic15_v4d
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,76 +62,162 @@ import numpy as np
 # checkpoint (a different value on the command line is ignored with a warning).
 # The training sets (paths, weights, formats, roots) are kept with the run the same way.
 HPARAMS = {
-    "model": "ppocrv4", "pretrained": True, "lenient": False,
-    "epochs": 10, "batch_size": 8, "lr": 1e-4, "weight_decay": 1e-4, "warmup_steps": None,
-    "min_lr_ratio": 0.0, "backbone_lr_scale": 1.0, "freeze_backbone_epochs": 0, "bn": "auto",
-    "size": 640, "size_max": None, "max_angle": 15.0,
-    "prob_loss": "bce", "prob_weight": 1.0, "alpha": 1.0, "beta": 10.0, "ohem_ratio": 3.0,
-    "shrink_ratio": 0.4, "clip_grad": 5.0, "seed": 0, "max_steps": None, "amp": True, "ema": None,
+    "model": "ppocrv4",
+    "pretrained": True,
+    "lenient": False,
+    "epochs": 10,
+    "batch_size": 8,
+    "lr": 1e-4,
+    "weight_decay": 1e-4,
+    "warmup_steps": None,
+    "min_lr_ratio": 0.0,
+    "backbone_lr_scale": 1.0,
+    "freeze_backbone_epochs": 0,
+    "bn": "auto",
+    "size": 640,
+    "size_max": None,
+    "max_angle": 15.0,
+    "prob_loss": "bce",
+    "prob_weight": 1.0,
+    "alpha": 1.0,
+    "beta": 10.0,
+    "ohem_ratio": 3.0,
+    "shrink_ratio": 0.4,
+    "clip_grad": 5.0,
+    "seed": 0,
+    "max_steps": None,
+    "amp": True,
+    "ema": None,
 }
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``dbdetect train``."""
     p = subparsers.add_parser(
-        "train", help="train or fine-tune a detector on labelled images",
+        "train",
+        help="train or fine-tune a detector on labelled images",
         description="Train or fine-tune a DBNet text detector. Writes last.pt/best.pt, metrics.jsonl and "
-                    "metrics.png into --out. Multi-process: torchrun --nproc-per-node N -m dbdetect train ...",
+        "metrics.png into --out. Multi-process: torchrun --nproc-per-node N -m dbdetect train ...",
     )
     d = HPARAMS
-    p.add_argument("--train", action="append", default=None,
-                   help="training set: dataset folder (images/ + gts/) or PaddleOCR label file; repeat for several")
-    p.add_argument("--train-weight", type=float, action="append", default=None,
-                   help="sampling weight of each --train, one per --train in the same order: the mean number of "
-                        "draws per image and epoch (default 1; 0.5 = a random half each epoch, 2 = twice)")
+    p.add_argument(
+        "--train",
+        action="append",
+        default=None,
+        help="training set: dataset folder (images/ + gts/) or PaddleOCR label file; repeat for several",
+    )
+    p.add_argument(
+        "--train-weight",
+        type=float,
+        action="append",
+        default=None,
+        help="sampling weight of each --train, one per --train in the same order: the mean number of "
+        "draws per image and epoch (default 1; 0.5 = a random half each epoch, 2 = twice)",
+    )
     p.add_argument("--val", default=None, help="validation set (H-mean each epoch); optional")
-    p.add_argument("--format", action="append", default=None,
-                   help="label format: auto, icdar2015, polygon, totaltext, paddle (default auto); "
-                        "once for every set or once per --train")
-    p.add_argument("--root", action="append", default=None,
-                   help="image root for PaddleOCR label files; once for every set or once per --train")
+    p.add_argument(
+        "--format",
+        action="append",
+        default=None,
+        help="label format: auto, icdar2015, polygon, totaltext, paddle (default auto); "
+        "once for every set or once per --train",
+    )
+    p.add_argument(
+        "--root",
+        action="append",
+        default=None,
+        help="image root for PaddleOCR label files; once for every set or once per --train",
+    )
     p.add_argument("--val-format", default=None, help="label format of --val (default: a single --format, else auto)")
     p.add_argument("--val-root", default=None, help="image root of a --val label file (default: a single --root)")
     p.add_argument("--lenient", action="store_true", default=None, help="skip malformed label lines with a warning")
     p.add_argument("--model", default=None, help=f"model name or checkpoint to start from (default {d['model']})")
-    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
-                   help="start from the bundled weights (default: yes)")
+    p.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start from the bundled weights (default: yes)",
+    )
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d['epochs']})")
-    p.add_argument("--batch-size", type=int, default=None, help=f"images per step and process (default {d['batch_size']})")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help=f"images per step and process (default {d['batch_size']})"
+    )
     p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {d['lr']})")
     p.add_argument("--weight-decay", type=float, default=None, help=f"AdamW weight decay (default {d['weight_decay']})")
-    p.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: 5%% of the run, at most 200)")
+    p.add_argument(
+        "--warmup-steps", type=int, default=None, help="linear warm-up steps (default: 5%% of the run, at most 200)"
+    )
     p.add_argument("--min-lr-ratio", type=float, default=None, help="cosine floor as a fraction of --lr (default 0)")
-    p.add_argument("--backbone-lr-scale", type=float, default=None,
-                   help="backbone learning rate as a fraction of --lr (default 1). The PP-OCR ports have "
-                        "no BatchNorm left to absorb large steps, so fine-tuning them wants a small backbone rate")
-    p.add_argument("--freeze-backbone-epochs", type=int, default=None,
-                   help="keep the backbone (weights and BatchNorm statistics) frozen for the first N epochs (default 0)")
-    p.add_argument("--bn", choices=("auto", "train", "frozen"), default=None,
-                   help="BatchNorm outside frozen parts: 'train' updates statistics, 'frozen' keeps the pretrained "
-                        "ones; 'auto' (default) = frozen when starting from trained weights, else train")
+    p.add_argument(
+        "--backbone-lr-scale",
+        type=float,
+        default=None,
+        help="backbone learning rate as a fraction of --lr (default 1). The PP-OCR ports have "
+        "no BatchNorm left to absorb large steps, so fine-tuning them wants a small backbone rate",
+    )
+    p.add_argument(
+        "--freeze-backbone-epochs",
+        type=int,
+        default=None,
+        help="keep the backbone (weights and BatchNorm statistics) frozen for the first N epochs (default 0)",
+    )
+    p.add_argument(
+        "--bn",
+        choices=("auto", "train", "frozen"),
+        default=None,
+        help="BatchNorm outside frozen parts: 'train' updates statistics, 'frozen' keeps the pretrained "
+        "ones; 'auto' (default) = frozen when starting from trained weights, else train",
+    )
     p.add_argument("--size", type=int, default=None, help=f"square training size, multiple of 32 (default {d['size']})")
-    p.add_argument("--size-max", type=int, default=None,
-                   help="multi-scale training: each batch takes a random size, a multiple of 32 in [--size, --size-max]")
-    p.add_argument("--max-angle", type=float, default=None,
-                   help=f"largest random rotation of the augmentation, degrees (default {d['max_angle']:g})")
-    p.add_argument("--prob-loss", choices=("bce", "dice"), default=None,
-                   help="probability-map loss: 'bce' (default; balanced BCE with 3:1 hard-negative mining, "
-                        "the DBNet paper) or 'dice' (what PaddleOCR trains PP-OCR with)")
+    p.add_argument(
+        "--size-max",
+        type=int,
+        default=None,
+        help="multi-scale training: each batch takes a random size, a multiple of 32 in [--size, --size-max]",
+    )
+    p.add_argument(
+        "--max-angle",
+        type=float,
+        default=None,
+        help=f"largest random rotation of the augmentation, degrees (default {d['max_angle']:g})",
+    )
+    p.add_argument(
+        "--prob-loss",
+        choices=("bce", "dice"),
+        default=None,
+        help="probability-map loss: 'bce' (default; balanced BCE with 3:1 hard-negative mining, "
+        "the DBNet paper) or 'dice' (what PaddleOCR trains PP-OCR with)",
+    )
     p.add_argument("--prob-weight", type=float, default=None, help="weight of the probability-map loss (default 1)")
-    p.add_argument("--ohem-ratio", type=float, default=None,
-                   help=f"negatives kept per positive by the balanced BCE's hard-negative mining "
-                        f"(default {d['ohem_ratio']:g}; --prob-loss bce only)")
-    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
-                   help="keep an exponential moving average of the weights (e.g. 0.999); validation and best.pt "
-                        "use it, last.pt keeps both (default: off)")
+    p.add_argument(
+        "--ohem-ratio",
+        type=float,
+        default=None,
+        help=f"negatives kept per positive by the balanced BCE's hard-negative mining "
+        f"(default {d['ohem_ratio']:g}; --prob-loss bce only)",
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights (e.g. 0.999); validation and best.pt "
+        "use it, last.pt keeps both (default: off)",
+    )
     p.add_argument("--alpha", type=float, default=None, help="weight of the binary-map dice loss (default 1)")
     p.add_argument("--beta", type=float, default=None, help="weight of the threshold-map L1 loss (default 10)")
     p.add_argument("--shrink-ratio", type=float, default=None, help="DB shrink ratio (default 0.4)")
     p.add_argument("--clip-grad", type=float, default=None, help="gradient-norm clip, 0 = off (default 5)")
     p.add_argument("--seed", type=int, default=None, help="seed of order and augmentation (default 0)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimiser steps in total (the schedule is sized to it)")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision on CUDA (default: yes)")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after N optimiser steps in total (the schedule is sized to it)",
+    )
+    p.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision on CUDA (default: yes)"
+    )
     # run-time settings: free to change on resume
     p.add_argument("--out", default=None, help="run folder (must be empty unless --resume or --overwrite)")
     p.add_argument("--resume", default=None, help="continue from a last.pt (the run folder defaults to its folder)")
@@ -137,15 +225,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2; 0 = in-process)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--val-limit-side-len", type=int, default=None, help="validation resize limit (default: the model's)")
-    p.add_argument("--val-limit-type", choices=("min", "max"), default=None, help="validation resize rule (default: the model's)")
+    p.add_argument(
+        "--val-limit-side-len", type=int, default=None, help="validation resize limit (default: the model's)"
+    )
+    p.add_argument(
+        "--val-limit-type", choices=("min", "max"), default=None, help="validation resize rule (default: the model's)"
+    )
     p.add_argument("--val-box-thresh", type=float, default=None, help="validation box threshold (default: the model's)")
     p.add_argument("--val-limit", type=int, default=None, help="validate on the first N images only")
     p.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and at the end)")
     p.add_argument("--save-every", type=int, default=0, help="also write last.pt every N steps (0 = epoch ends only)")
-    p.add_argument("--keep-snapshots", action="store_true",
-                   help="with --save-every, also keep each of those checkpoints' deployed weights (the EMA's "
-                        "with --ema) as step_N.pt, to choose among them on held-out images")
+    p.add_argument(
+        "--keep-snapshots",
+        action="store_true",
+        help="with --save-every, also keep each of those checkpoints' deployed weights (the EMA's "
+        "with --ema) as step_N.pt, to choose among them on held-out images",
+    )
     p.add_argument("--log-every", type=int, default=10, help="write a train line to metrics.jsonl every N steps")
     p.add_argument("--time-limit", type=float, default=None, help="stop (resumably) after this many minutes")
     p.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after N steps in this session")
@@ -156,13 +251,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- helpers
 
+
 def _resolve_hparams(args, saved: dict | None) -> dict:
     hp = {}
     for k, default in HPARAMS.items():
         given = getattr(args, k, None)
         if saved is not None and k in saved:
             if given is not None and given != saved[k]:
-                print(f"warning: --{k.replace('_', '-')} {given} ignored on resume (the run uses {saved[k]})", file=sys.stderr)
+                print(
+                    f"warning: --{k.replace('_', '-')} {given} ignored on resume (the run uses {saved[k]})",
+                    file=sys.stderr,
+                )
             hp[k] = saved[k]
         else:
             hp[k] = given if given is not None else default
@@ -198,11 +297,13 @@ def _pick_device(requested, local_rank: int, world: int):
 
 def lr_lambda_factory(total_steps: int, warmup_steps: int, min_ratio: float = 0.0):
     """LR multiplier: linear warm-up to 1, then cosine down to ``min_ratio`` at ``total_steps``."""
+
     def f(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
     return f
 
 
@@ -243,9 +344,11 @@ def _rng_state():
 
     # tensors and plain types only, so models.create() can read checkpoints with weights_only=True
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    st = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos),
-                                                    int(has_gauss), float(cached)],
-          "torch": torch.get_rng_state()}
+    st = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
@@ -319,8 +422,15 @@ def plot_metrics(records: list, path: Path) -> None:
             cv2.circle(canvas, tuple(int(v) for v in q), 2, (200, 80, 0), -1)
         for v, yy in ((hi, pad), (lo, H - pad)):
             cv2.putText(canvas, f"{v:.3g}", (x0 + 2, int(yy) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
-        cv2.putText(canvas, f"steps {int(xs.min())} - {int(xs.max())}", (x0 + pad, H - 12),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        cv2.putText(
+            canvas,
+            f"steps {int(xs.min())} - {int(xs.max())}",
+            (x0 + pad, H - 12),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4,
+            (0, 0, 0),
+            1,
+        )
 
     panel(0, steps, "train loss")
     panel(W, vals, "val H-mean", (0.0, 1.0))
@@ -328,6 +438,7 @@ def plot_metrics(records: list, path: Path) -> None:
 
 
 # ---------------------------------------------------------------- main
+
 
 def run(args) -> int:
     """``dbdetect train`` (see module doc)."""
@@ -347,8 +458,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     device = _pick_device(args.device, local_rank, world)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(hours=3))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=3))
     try:
         return _Session(args, hp, ckpt, out, data, device, rank, world).train()
     finally:
@@ -374,8 +484,10 @@ def _open_checkpoint(args):
         raise ValueError("--out RUN_DIR is required")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise ValueError(f"run folder {out} is not empty: pass --resume {out / 'last.pt'} to continue, "
-                         "--overwrite to reuse it, or choose another --out")
+        raise ValueError(
+            f"run folder {out} is not empty: pass --resume {out / 'last.pt'} to continue, "
+            "--overwrite to reuse it, or choose another --out"
+        )
     return None, out
 
 
@@ -390,8 +502,10 @@ def _resolve_data(args, ckpt) -> dict:
     ts = ckpt["train_state"] if ckpt else {}
     saved_hp = ts.get("hparams", {})
     if not args.train and (args.train_weight or args.format or args.root):
-        raise ValueError("--train-weight, --format and --root describe --train sets: give the --train sets too "
-                         "(on --resume, all of them, in order)")
+        raise ValueError(
+            "--train-weight, --format and --root describe --train sets: give the --train sets too "
+            "(on --resume, all of them, in order)"
+        )
     if args.train:
         sets = parse_train_sets(args.train, args.train_weight, args.format, args.root)
         if "train_sets" in ts and [s.to_dict() for s in sets] != ts["train_sets"]:
@@ -413,9 +527,13 @@ def _resolve_data(args, ckpt) -> dict:
     # epoch's H-mean (and the best.pt choice) is measured the same way.
     val_settings = {k: getattr(args, k) if getattr(args, k) is not None else ts.get(k) for k in _VAL_SETTINGS}
     # absolute, so --resume works from any working directory
-    return {"train_sets": sets, "val": str(Path(val).resolve()) if val else None,
-            "val_format": val_format, "val_root": str(Path(val_root).resolve()) if val_root else None,
-            **val_settings}
+    return {
+        "train_sets": sets,
+        "val": str(Path(val).resolve()) if val else None,
+        "val_format": val_format,
+        "val_root": str(Path(val_root).resolve()) if val_root else None,
+        **val_settings,
+    }
 
 
 def _check_recipe(hp: dict) -> None:
@@ -448,7 +566,7 @@ def make_loader(dataset, sampler, workers: int, device, seed: int):
 
     from .data.dataset import collate, worker_init
 
-    worker_kw = {}
+    worker_kw: dict[str, Any] = {}
     if workers:
         import multiprocessing as mp
 
@@ -457,19 +575,29 @@ def make_loader(dataset, sampler, workers: int, device, seed: int):
         ctx = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         worker_kw = dict(worker_init_fn=worker_init, persistent_workers=True, multiprocessing_context=ctx)
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-        pin_memory=torch.device(device).type == "cuda", **worker_kw,
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=torch.device(device).type == "cuda",
+        **worker_kw,
         # own generator: creating an iterator must not consume the global RNG
         # (model randomness), or resume would be off by one draw
-        generator=torch.Generator().manual_seed(seed))
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def make_loss(hp: dict):
     """The :class:`~dbdetect.losses.DBLoss` of a run's hyper-parameters."""
     from .losses import DBLoss
 
-    return DBLoss(alpha=hp["alpha"], beta=hp["beta"], negative_ratio=hp["ohem_ratio"], prob_loss=hp["prob_loss"],
-                  prob_weight=hp["prob_weight"])
+    return DBLoss(
+        alpha=hp["alpha"],
+        beta=hp["beta"],
+        negative_ratio=hp["ohem_ratio"],
+        prob_loss=hp["prob_loss"],
+        prob_weight=hp["prob_weight"],
+    )
 
 
 class _Session:
@@ -505,8 +633,9 @@ class _Session:
         self.train_samples, self.set_lengths = load_train_sets(self.data["train_sets"], self.hp["lenient"])
         self.val_samples = None
         if self.data["val"] and self.is_main:
-            self.val_samples = load_samples(self.data["val"], fmt=self.data["val_format"], root=self.data["val_root"],
-                                            lenient=self.hp["lenient"])
+            self.val_samples = load_samples(
+                self.data["val"], fmt=self.data["val_format"], root=self.data["val_root"], lenient=self.hp["lenient"]
+            )
             if self.args.val_limit is not None:
                 self.val_samples = self.val_samples[: self.args.val_limit]
 
@@ -546,10 +675,12 @@ class _Session:
         if hp["max_steps"]:
             self.total = min(self.total, hp["max_steps"])
         self.warmup = hp["warmup_steps"] if hp["warmup_steps"] is not None else min(200, max(1, self.total // 20))
-        self.opt = torch.optim.AdamW(param_groups(self.model, hp["lr"], hp["backbone_lr_scale"]), lr=hp["lr"],
-                                     weight_decay=hp["weight_decay"])
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda_factory(self.total, self.warmup,
-                                                                                   hp["min_lr_ratio"]))
+        self.opt = torch.optim.AdamW(
+            param_groups(self.model, hp["lr"], hp["backbone_lr_scale"]), lr=hp["lr"], weight_decay=hp["weight_decay"]
+        )
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lr_lambda_factory(self.total, self.warmup, hp["min_lr_ratio"])
+        )
         self.use_amp = bool(hp["amp"]) and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
@@ -579,11 +710,24 @@ class _Session:
         from .data.dataset import DetDataset, EpochBatchSampler
 
         hp = self.hp
-        dataset = DetDataset(self.train_samples, self.cfg, size=hp["size"], augment=True,
-                             shrink_ratio=hp["shrink_ratio"], seed=hp["seed"], max_angle=hp["max_angle"])
-        self.sampler = EpochBatchSampler(self.set_lengths, hp["batch_size"], seed=hp["seed"], rank=self.rank,
-                                         world=self.world, weights=[s.weight for s in self.data["train_sets"]],
-                                         sizes=multiscale_sizes(hp["size"], hp["size_max"]))
+        dataset = DetDataset(
+            self.train_samples,
+            self.cfg,
+            size=hp["size"],
+            augment=True,
+            shrink_ratio=hp["shrink_ratio"],
+            seed=hp["seed"],
+            max_angle=hp["max_angle"],
+        )
+        self.sampler = EpochBatchSampler(
+            self.set_lengths,
+            hp["batch_size"],
+            seed=hp["seed"],
+            rank=self.rank,
+            world=self.world,
+            weights=[s.weight for s in self.data["train_sets"]],
+            sizes=multiscale_sizes(hp["size"], hp["size_max"]),
+        )
         self.loader = make_loader(dataset, self.sampler, self.args.workers, self.device, hp["seed"])
 
     def _open_run_folder(self, ckpt):
@@ -599,15 +743,31 @@ class _Session:
             self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
         elif not ckpt:
             self.metrics_path.write_text("")
-        (self.out / "args.json").write_text(json.dumps(
-            {"hparams": self.hp, **self._data_state(), "world_size": self.world, "steps_per_epoch": self.spe,
-             "total_steps": self.total, "warmup_steps": self.warmup, "argv": sys.argv[1:]}, indent=1))
+        (self.out / "args.json").write_text(
+            json.dumps(
+                {
+                    "hparams": self.hp,
+                    **self._data_state(),
+                    "world_size": self.world,
+                    "steps_per_epoch": self.spe,
+                    "total_steps": self.total,
+                    "warmup_steps": self.warmup,
+                    "argv": sys.argv[1:],
+                },
+                indent=1,
+            )
+        )
 
     def _data_state(self) -> dict:
         sets = self.data["train_sets"]
-        return {"train": sets[0].path, "train_sets": [s.to_dict() for s in sets], "val": self.data["val"],
-                "val_format": self.data["val_format"], "val_root": self.data["val_root"],
-                **{k: self.data[k] for k in _VAL_SETTINGS}}
+        return {
+            "train": sets[0].path,
+            "train_sets": [s.to_dict() for s in sets],
+            "val": self.data["val"],
+            "val_format": self.data["val_format"],
+            "val_root": self.data["val_root"],
+            **{k: self.data[k] for k in _VAL_SETTINGS},
+        }
 
     # ---- small shared pieces
     def base_model(self):
@@ -664,8 +824,13 @@ class _Session:
 
         args = self.args
         n_batches = min(self.spe - self.batch_in_epoch, self.total - self.step)
-        bar = tqdm(total=n_batches, desc=f"epoch {self.epoch + 1}/{self.hp['epochs']}", leave=False,
-                   disable=not self.is_main or args.no_progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=n_batches,
+            desc=f"epoch {self.epoch + 1}/{self.hp['epochs']}",
+            leave=False,
+            disable=not self.is_main or args.no_progress,
+            dynamic_ncols=True,
+        )
         t_log = time.perf_counter()
         steps_since_log, waited = 0, 0.0
         batches = iter(self.loader)
@@ -682,10 +847,17 @@ class _Session:
             bar.set_postfix({k: f"{v:.3f}" for k, v in vals.items()}, refresh=False)
             if self.step % args.log_every == 0 or self.step == self.total:
                 now = time.perf_counter()
-                self._log({"type": "train", "epoch": self.epoch, "step": self.step,
-                           "lr": self.sched.get_last_lr()[-1], **vals,
-                           "sec_per_step": (now - t_log) / steps_since_log,
-                           "data_wait": round(waited / max(now - t_log, 1e-9), 4)})
+                self._log(
+                    {
+                        "type": "train",
+                        "epoch": self.epoch,
+                        "step": self.step,
+                        "lr": self.sched.get_last_lr()[-1],
+                        **vals,
+                        "sec_per_step": (now - t_log) / steps_since_log,
+                        "data_wait": round(waited / max(now - t_log, 1e-9), 4),
+                    }
+                )
                 t_log, steps_since_log, waited = now, 0, 0.0
             if args.save_every and self.step % args.save_every == 0:
                 self._checkpoint(self.out / "last.pt")
@@ -741,8 +913,15 @@ class _Session:
         args = self.args
         try:
             d = self.data
-            res = evaluate_model(m, self.val_samples, d["val_limit_side_len"], d["val_limit_type"],
-                                 d["val_box_thresh"], device=self.device, progress=not args.no_progress)
+            res = evaluate_model(
+                m,
+                self.val_samples,
+                d["val_limit_side_len"],
+                d["val_limit_type"],
+                d["val_box_thresh"],
+                device=self.device,
+                progress=not args.no_progress,
+            )
         finally:
             m.train(was_training)
         return {k: res[k] for k in ("precision", "recall", "hmean")}
@@ -752,9 +931,14 @@ class _Session:
         import torch.distributed as dist
 
         n = max(self.epoch_sums.get("n", 0), 1)
-        rec = {"type": "epoch", "epoch": self.epoch, "step": self.step, "lr": self.sched.get_last_lr()[-1],
-               **{k: v / n for k, v in self.epoch_sums.items() if k != "n"},
-               "seconds": round(time.perf_counter() - self.t_start, 1)}
+        rec = {
+            "type": "epoch",
+            "epoch": self.epoch,
+            "step": self.step,
+            "lr": self.sched.get_last_lr()[-1],
+            **{k: v / n for k, v in self.epoch_sums.items() if k != "n"},
+            "seconds": round(time.perf_counter() - self.t_start, 1),
+        }
         last_epoch = self.step >= self.total
         metrics = None
         if self.is_main and ((self.epoch + 1) % self.args.val_every == 0 or last_epoch):
@@ -799,8 +983,10 @@ class _Session:
         if self.stop_reason:
             self._checkpoint(last)
             plot_metrics(self.records, self.out / "metrics.png")
-            print(f"stopped by {self.stop_reason} at step {self.step}/{self.total}: resume with --resume {last}",
-                  file=sys.stderr)
+            print(
+                f"stopped by {self.stop_reason} at step {self.step}/{self.total}: resume with --resume {last}",
+                file=sys.stderr,
+            )
             return
         if not (self.out / "best.pt").exists():
             if self.ema is not None:
@@ -820,13 +1006,27 @@ class _Session:
         if not self.is_main:
             return
         m = self.ema.module if self.ema is not None and not resumable else self.base_model()
-        ck = {"arch": self.arch, "model": {k: v.detach().cpu() for k, v in m.state_dict().items()}, "cfg": self.cfg,
-              "epoch": self.epoch, "step": self.step, "best": self.best}
+        ck = {
+            "arch": self.arch,
+            "model": {k: v.detach().cpu() for k, v in m.state_dict().items()},
+            "cfg": self.cfg,
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": self.best,
+        }
         if resumable:
-            ck.update(optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(),
-                      scaler=self.scaler.state_dict(),
-                      train_state={"hparams": self.hp, **self._data_state(), "batch_in_epoch": self.batch_in_epoch,
-                                   "epoch_sums": self.epoch_sums, "rng": _rng_state()})
+            ck.update(
+                optimizer=self.opt.state_dict(),
+                scheduler=self.sched.state_dict(),
+                scaler=self.scaler.state_dict(),
+                train_state={
+                    "hparams": self.hp,
+                    **self._data_state(),
+                    "batch_in_epoch": self.batch_in_epoch,
+                    "epoch_sums": self.epoch_sums,
+                    "rng": _rng_state(),
+                },
+            )
             if self.ema is not None:
                 ck["ema"] = self.ema.state_dict()
         _atomic_save(ck, path)

@@ -23,6 +23,7 @@ Python:
 >>> rows = tune("ppocrv4", load_samples("val"), Grid(limit_side_len=(960,)))  # doctest: +SKIP
 >>> save_tuned("ppocrv4", rows[0], "tuned.pt")                # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import argparse
@@ -98,14 +99,18 @@ class Grid:
 
     def post_settings(self) -> list[dict]:
         """The post-processing combinations searched for each input size."""
-        return [dict(thresh=float(t), box_thresh=float(b), unclip_ratio=float(u), use_dilation=d, score_mode=m)
-                for t, b, u, d, m in itertools.product(self.thresh, self.box_thresh, self.unclip_ratio,
-                                                       self.use_dilation, self.score_mode)]
+        return [
+            dict(thresh=float(t), box_thresh=float(b), unclip_ratio=float(u), use_dilation=d, score_mode=m)
+            for t, b, u, d, m in itertools.product(
+                self.thresh, self.box_thresh, self.unclip_ratio, self.use_dilation, self.score_mode
+            )
+        ]
 
 
 def _is_exported(model) -> bool:
     """An ``.onnx`` or int8 ``.torchscript`` file: Detector runs it, but it has no checkpoint to copy."""
-    from .detector import TORCHSCRIPT, _is_file_of
+    from .detector import _is_file_of
+    from .runtime.torchscript import SUFFIX as TORCHSCRIPT
 
     return _is_file_of(model, ".onnx") or _is_file_of(model, TORCHSCRIPT)
 
@@ -129,9 +134,11 @@ def _as_module(model):
 
 def _check_writable_source(model) -> None:
     if _is_exported(model):
-        raise ValueError(f"{model} is an exported file: tune can score it, but writes settings only into a "
-                         "checkpoint; tune the checkpoint it was exported from (its settings go into the next "
-                         "export), or pass the best settings to dbdetect detect / eval")
+        raise ValueError(
+            f"{model} is an exported file: tune can score it, but writes settings only into a "
+            "checkpoint; tune the checkpoint it was exported from (its settings go into the next "
+            "export), or pass the best settings to dbdetect detect / eval"
+        )
 
 
 def _rows(grid: Grid, limit_type: str, counts: np.ndarray) -> list[dict]:
@@ -142,16 +149,32 @@ def _rows(grid: Grid, limit_type: str, counts: np.ndarray) -> list[dict]:
             recall = matched / n_gt if n_gt else 0.0
             precision = matched / n_det if n_det else 0.0
             hmean = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-            rows.append({"limit_side_len": int(size), "limit_type": limit_type, **post, "precision": precision,
-                         "recall": recall, "hmean": hmean, "matched": matched, "num_gt_care": n_gt,
-                         "num_det_care": n_det})
+            rows.append(
+                {
+                    "limit_side_len": int(size),
+                    "limit_type": limit_type,
+                    **post,
+                    "precision": precision,
+                    "recall": recall,
+                    "hmean": hmean,
+                    "matched": matched,
+                    "num_gt_care": n_gt,
+                    "num_det_care": n_det,
+                }
+            )
     # best first; among equals the smaller (faster) input, then the grid order
     order = sorted(range(len(rows)), key=lambda i: (-rows[i]["hmean"], rows[i]["limit_side_len"], i))
     return [rows[i] for i in order]
 
 
-def tune(model: str | os.PathLike | torch.nn.Module, samples: Sequence[Sample], grid: Grid | dict | None = None, limit_type: str | None = None, device: str = "cpu",
-         progress: bool = True) -> list[dict]:
+def tune(
+    model: str | os.PathLike | torch.nn.Module,
+    samples: Sequence[Sample],
+    grid: Grid | dict | None = None,
+    limit_type: str | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[dict]:
     """Score every grid point on labelled samples (ICDAR 2015 protocol), best first.
 
     Each image is decoded once and goes through the network once per input
@@ -186,8 +209,9 @@ def tune(model: str | os.PathLike | torch.nn.Module, samples: Sequence[Sample], 
     if not samples:
         raise ValueError("tune needs at least one labelled image")
     net = _as_module(model)
-    detectors = [Detector(net, device=device, limit_side_len=int(s), limit_type=limit_type)
-                 for s in grid.limit_side_len]
+    detectors = [
+        Detector(net, device=device, limit_side_len=int(s), limit_type=limit_type) for s in grid.limit_side_len
+    ]
     posts = grid.post_settings()
     counts = np.zeros((len(detectors), len(posts), 3), np.int64)  # matched, care gt, care detections
     with tqdm(total=len(samples) * len(detectors), desc="tune", unit="pass", disable=not progress) as bar:
@@ -212,7 +236,13 @@ def _check_out(path, overwrite: bool) -> Path:
     return path
 
 
-def save_tuned(model: str | os.PathLike | torch.nn.Module, settings: dict, out: str | os.PathLike, overwrite: bool = False, info: dict | None = None) -> Path:
+def save_tuned(
+    model: str | os.PathLike | torch.nn.Module,
+    settings: dict,
+    out: str | os.PathLike,
+    overwrite: bool = False,
+    info: dict | None = None,
+) -> Path:
     """Write a checkpoint whose ``cfg`` carries ``settings`` (a :func:`tune` row).
 
     A checkpoint path is copied without its training state (optimizer,
@@ -246,8 +276,11 @@ def save_tuned(model: str | os.PathLike | torch.nn.Module, settings: dict, out: 
         ckpt["cfg"] = {**(ckpt.get("cfg") or {}), **new}
     else:
         net = _as_module(model)
-        ckpt = {"arch": net.cfg["arch"], "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-                "cfg": {**net.cfg, **new}}
+        ckpt = {
+            "arch": net.cfg["arch"],
+            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "cfg": {**net.cfg, **new},
+        }
     if info is not None:
         ckpt["tuned"] = info
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -259,18 +292,23 @@ def save_tuned(model: str | os.PathLike | torch.nn.Module, settings: dict, out: 
 
 def format_table(rows: list[dict], show: int | None = None) -> str:
     """The rows as a text table, best first, the best marked with ``*``."""
-    head = f"{'':2}{'side':>5} {'thresh':>6} {'box':>5} {'unclip':>6} {'dil':>4} {'score':>5} {'P':>7} {'R':>7} {'H':>7}"
+    head = (
+        f"{'':2}{'side':>5} {'thresh':>6} {'box':>5} {'unclip':>6} {'dil':>4} {'score':>5} {'P':>7} {'R':>7} {'H':>7}"
+    )
     lines = [head]
     for i, r in enumerate(rows[:show] if show else rows):
-        lines.append(f"{'*' if i == 0 else '':2}{r['limit_side_len']:>5} {r['thresh']:>6g} {r['box_thresh']:>5g} "
-                     f"{r['unclip_ratio']:>6g} {'on' if r['use_dilation'] else 'off':>4} {r.get('score_mode', 'fast'):>5} "
-                     f"{100 * r['precision']:7.2f} {100 * r['recall']:7.2f} {100 * r['hmean']:7.2f}")
+        lines.append(
+            f"{'*' if i == 0 else '':2}{r['limit_side_len']:>5} {r['thresh']:>6g} {r['box_thresh']:>5g} "
+            f"{r['unclip_ratio']:>6g} {'on' if r['use_dilation'] else 'off':>4} {r.get('score_mode', 'fast'):>5} "
+            f"{100 * r['precision']:7.2f} {100 * r['recall']:7.2f} {100 * r['hmean']:7.2f}"
+        )
     if show and len(rows) > show:
         lines.append(f"  ... {len(rows) - show} more rows (--show 0 prints all, --json saves them)")
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- CLI
+
 
 def _list_of(convert, what):
     def parse(text: str) -> tuple:
@@ -281,6 +319,7 @@ def _list_of(convert, what):
         if not values:
             raise argparse.ArgumentTypeError(f"expected at least one value, got {text!r}")
         return values
+
     return parse
 
 
@@ -302,32 +341,64 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g = Grid()
 
     def csv(values):
-        return ",".join(("on" if v else "off") if isinstance(v, bool) else v if isinstance(v, str) else f"{v:g}"
-                        for v in values)
+        return ",".join(
+            ("on" if v else "off") if isinstance(v, bool) else v if isinstance(v, str) else f"{v:g}" for v in values
+        )
 
     p = subparsers.add_parser(
-        "tune", help="choose input size and post-processing on a validation set",
+        "tune",
+        help="choose input size and post-processing on a validation set",
         description="Score a grid of input sizes and post-processing settings on a labelled validation set "
-                    "(ICDAR 2015 protocol, one forward pass per image and size), print the table, and with "
-                    "--out write the best settings into a copy of the checkpoint (Detector and dbdetect eval "
-                    "use them by default). Lists are comma-separated.",
+        "(ICDAR 2015 protocol, one forward pass per image and size), print the table, and with "
+        "--out write the best settings into a copy of the checkpoint (Detector and dbdetect eval "
+        "use them by default). Lists are comma-separated.",
     )
-    p.add_argument("--data", required=True, help="validation set: dataset folder (images/ + gts/) or PaddleOCR label file")
-    p.add_argument("--model", default="ppocrv4",
-                   help="checkpoint path or model name (default: ppocrv4); an exported .onnx or .torchscript "
-                        "file is scored too, without --out")
-    p.add_argument("--sizes", type=_list_of(int, "integers"), default=g.limit_side_len,
-                   help=f"input sizes, limit_side_len (default {csv(g.limit_side_len)})")
+    p.add_argument(
+        "--data", required=True, help="validation set: dataset folder (images/ + gts/) or PaddleOCR label file"
+    )
+    p.add_argument(
+        "--model",
+        default="ppocrv4",
+        help="checkpoint path or model name (default: ppocrv4); an exported .onnx or .torchscript "
+        "file is scored too, without --out",
+    )
+    p.add_argument(
+        "--sizes",
+        type=_list_of(int, "integers"),
+        default=g.limit_side_len,
+        help=f"input sizes, limit_side_len (default {csv(g.limit_side_len)})",
+    )
     p.add_argument("--limit-type", choices=("min", "max"), default=None, help="resize rule (default: the model's)")
-    p.add_argument("--thresh", type=_list_of(float, "numbers"), default=g.thresh, help=f"binarisation thresholds (default {csv(g.thresh)})")
-    p.add_argument("--box-thresh", type=_list_of(float, "numbers"), default=g.box_thresh,
-                   help=f"box score thresholds (default {csv(g.box_thresh)})")
-    p.add_argument("--unclip-ratio", type=_list_of(float, "numbers"), default=g.unclip_ratio,
-                   help=f"box expansion ratios (default {csv(g.unclip_ratio)})")
-    p.add_argument("--dilation", type=_list_of(_on_off, "on/off values"), default=g.use_dilation,
-                   help=f"2x2 dilation of the bitmap: on, off or on,off (default {csv(g.use_dilation)})")
-    p.add_argument("--score-mode", type=_list_of(_score_mode, "score modes"), default=g.score_mode,
-                   help=f"box scoring: fast (bounding rectangle) and/or slow (the contour) (default {csv(g.score_mode)})")
+    p.add_argument(
+        "--thresh",
+        type=_list_of(float, "numbers"),
+        default=g.thresh,
+        help=f"binarisation thresholds (default {csv(g.thresh)})",
+    )
+    p.add_argument(
+        "--box-thresh",
+        type=_list_of(float, "numbers"),
+        default=g.box_thresh,
+        help=f"box score thresholds (default {csv(g.box_thresh)})",
+    )
+    p.add_argument(
+        "--unclip-ratio",
+        type=_list_of(float, "numbers"),
+        default=g.unclip_ratio,
+        help=f"box expansion ratios (default {csv(g.unclip_ratio)})",
+    )
+    p.add_argument(
+        "--dilation",
+        type=_list_of(_on_off, "on/off values"),
+        default=g.use_dilation,
+        help=f"2x2 dilation of the bitmap: on, off or on,off (default {csv(g.use_dilation)})",
+    )
+    p.add_argument(
+        "--score-mode",
+        type=_list_of(_score_mode, "score modes"),
+        default=g.score_mode,
+        help=f"box scoring: fast (bounding rectangle) and/or slow (the contour) (default {csv(g.score_mode)})",
+    )
     p.add_argument("--out", default=None, help="write the best settings into this new checkpoint file")
     p.add_argument("--json", default=None, help="write every row (and the grid) as JSON here")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out / --json")
@@ -350,8 +421,14 @@ def run(args) -> int:
 
     from .data import load_samples
 
-    grid = Grid(limit_side_len=args.sizes, thresh=args.thresh, box_thresh=args.box_thresh,
-                unclip_ratio=args.unclip_ratio, use_dilation=args.dilation, score_mode=args.score_mode)
+    grid = Grid(
+        limit_side_len=args.sizes,
+        thresh=args.thresh,
+        box_thresh=args.box_thresh,
+        unclip_ratio=args.unclip_ratio,
+        use_dilation=args.dilation,
+        score_mode=args.score_mode,
+    )
     # fail before the long search, not after it
     if args.out:
         _check_writable_source(args.model)
@@ -368,17 +445,29 @@ def run(args) -> int:
     seconds = round(time.perf_counter() - t0, 1)
     print(format_table(rows, args.show or None))
     best = rows[0]
-    print(f"best of {len(rows)} settings on {len(samples)} images ({seconds} s): "
-          + " ".join(f"{k}={best[k]}" for k in SETTING_KEYS) + f"  hmean {best['hmean']:.4f}")
-    info = {"data": str(args.data), "images": len(samples), "grid": asdict(grid),
-            **{k: best[k] for k in ("precision", "recall", "hmean")}}
+    print(
+        f"best of {len(rows)} settings on {len(samples)} images ({seconds} s): "
+        + " ".join(f"{k}={best[k]}" for k in SETTING_KEYS)
+        + f"  hmean {best['hmean']:.4f}"
+    )
+    info = {
+        "data": str(args.data),
+        "images": len(samples),
+        "grid": asdict(grid),
+        **{k: best[k] for k in ("precision", "recall", "hmean")},
+    }
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({"model": str(args.model), **info, "rows": rows}, indent=1))
         print(f"rows written to {json_out}")
     if out:
-        save_tuned(args.model if isinstance(args.model, str) and Path(args.model).is_file() else net,
-                   best, out, overwrite=args.overwrite, info=info)
+        save_tuned(
+            args.model if isinstance(args.model, str) and Path(args.model).is_file() else net,
+            best,
+            out,
+            overwrite=args.overwrite,
+            info=info,
+        )
         print(f"tuned checkpoint written to {out}")
     else:
         print("pass --out FILE to write these settings into a checkpoint")

@@ -1,7 +1,9 @@
 """Draw detections on an image."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -11,7 +13,7 @@ from .imageio import ImageLike, load_image
 
 def draw(
     image: ImageLike,
-    dets: Sequence,
+    dets: Sequence[Any],
     color: tuple[int, int, int] = (0, 255, 0),
     thickness: int | None = None,
     show_scores: bool = False,
@@ -34,6 +36,14 @@ def draw(
         cv2.polylines(canvas, [pts], True, color, thickness, cv2.LINE_AA)
         if show_scores:
             x, y = pts[:, 0, 0].min(), pts[:, 0, 1].min()
-            cv2.putText(canvas, f"{d.score:.2f}", (int(x), max(int(y) - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.4 * thickness, color, max(1, thickness // 2), cv2.LINE_AA)
-    return canvas
+            cv2.putText(
+                canvas,
+                f"{d.score:.2f}",
+                (int(x), max(int(y) - 3, 10)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.4 * thickness,
+                color,
+                max(1, thickness // 2),
+                cv2.LINE_AA,
+            )
+    return np.asarray(canvas)

@@ -2,10 +2,17 @@
 
 >>> from dbdetect.data import load_samples, normalize   # doctest: +SKIP
 """
+
 from .readers import FORMATS, LabelError, Sample, load_samples, read_folder, read_paddle
 from .transforms import augment, normalize
 
 __all__ = [
-    "FORMATS", "LabelError", "Sample", "load_samples", "read_folder", "read_paddle",
-    "augment", "normalize",
+    "FORMATS",
+    "LabelError",
+    "Sample",
+    "load_samples",
+    "read_folder",
+    "read_paddle",
+    "augment",
+    "normalize",
 ]

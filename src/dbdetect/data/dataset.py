@@ -6,6 +6,7 @@ sample is augmented with a generator seeded from ``(seed, epoch, index)``
 sampler's order and batch sizes from ``(seed, epoch)``, so a run resumed
 mid-epoch sees exactly the batches an uninterrupted run would have seen.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,8 +35,16 @@ class DetDataset(torch.utils.data.Dataset):
     (3, S, S), ``shrink_map``, ``shrink_mask``, ``thresh_map``, ``thresh_mask`` (S, S).
     """
 
-    def __init__(self, samples, cfg: dict, size: int = 640, augment: bool = True,
-                 shrink_ratio: float = 0.4, seed: int = 0, max_angle: float = 15.0):
+    def __init__(
+        self,
+        samples,
+        cfg: dict,
+        size: int = 640,
+        augment: bool = True,
+        shrink_ratio: float = 0.4,
+        seed: int = 0,
+        max_angle: float = 15.0,
+    ):
         if size % 32:
             raise ValueError(f"training size must be a multiple of 32, got {size}")
         self.samples = list(samples)
@@ -51,7 +60,7 @@ class DetDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         key = tuple(key) if isinstance(key, (tuple, list)) else (key,)
-        index, epoch, repeat, size = key + (0, 0, 0, None)[len(key):]  # missing fields take their defaults
+        index, epoch, repeat, size = key + (0, 0, 0, None)[len(key) :]  # missing fields take their defaults
         size = size or self.size
         from ..labels import make_targets  # imported here: built by the labels module
 
@@ -93,8 +102,7 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         sizes: training sizes to draw from per batch (multi-scale), or None.
     """
 
-    def __init__(self, n, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1,
-                 weights=None, sizes=None):
+    def __init__(self, n, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1, weights=None, sizes=None):
         self.lengths = [int(v) for v in n] if isinstance(n, (list, tuple)) else [int(n)]
         self.weights = [float(w) for w in weights] if weights is not None else [1.0] * len(self.lengths)
         if len(self.weights) != len(self.lengths):

@@ -16,6 +16,7 @@ the same in every DDP process (each then takes its shard) and on resume.
 >>> sorted(draws.tolist()), sorted(repeats.tolist())
 ([0, 1, 2, 3, 3, 4, 4], [0, 0, 0, 0, 0, 1, 1])
 """
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,10 @@ def _per_set(values, n: int, flag: str, default):
     if len(values) == 1:
         return values * n
     if len(values) != n:
-        raise ValueError(f"got {len(values)} {flag} values for {n} --train sets: give one (for all) "
-                         f"or one per --train, in the same order")
+        raise ValueError(
+            f"got {len(values)} {flag} values for {n} --train sets: give one (for all) "
+            f"or one per --train, in the same order"
+        )
     return values
 
 
@@ -79,8 +82,10 @@ def parse_train_sets(paths, weights=None, formats=None, roots=None) -> list[Trai
         raise ValueError("--train DIR_OR_LABELS is required")
     weights = list(weights or [])
     if weights and len(weights) != len(paths):
-        raise ValueError(f"got {len(weights)} --train-weight values for {len(paths)} --train sets: "
-                         "give one per --train, in the same order")
+        raise ValueError(
+            f"got {len(weights)} --train-weight values for {len(paths)} --train sets: "
+            "give one per --train, in the same order"
+        )
     weights = weights or [1.0] * len(paths)
     for w in weights:
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
@@ -90,8 +95,10 @@ def parse_train_sets(paths, weights=None, formats=None, roots=None) -> list[Trai
         if f not in FORMATS:
             raise ValueError(f"unknown label format {f!r}; choose from {', '.join(FORMATS)}")
     roots = _per_set(roots, len(paths), "--root", None)
-    return [TrainSet(str(Path(p).resolve()), float(w), f, str(Path(r).resolve()) if r else None)
-            for p, w, f, r in zip(paths, weights, formats, roots)]
+    return [
+        TrainSet(str(Path(p).resolve()), float(w), f, str(Path(r).resolve()) if r else None)
+        for p, w, f, r in zip(paths, weights, formats, roots)
+    ]
 
 
 def load_train_sets(sets: list[TrainSet], lenient: bool = False) -> tuple[list, list[int]]:
@@ -137,11 +144,11 @@ def epoch_draws(lengths, weights, seed: int, epoch: int) -> tuple[np.ndarray, np
             idx.append(start + np.sort(pick))
             rep.append(np.full(part, full))
         start += n
-    idx = np.concatenate(idx).astype(np.int64)
-    rep = np.concatenate(rep).astype(np.int64)
+    idx_all = np.concatenate(idx).astype(np.int64)
+    rep_all = np.concatenate(rep).astype(np.int64)
     # the same stream as the single-set sampler had, so one set at weight 1 keeps its old order
-    perm = np.random.default_rng([seed, epoch, 7919]).permutation(len(idx))
-    return idx[perm], rep[perm]
+    perm = np.random.default_rng([seed, epoch, 7919]).permutation(len(idx_all))
+    return idx_all[perm], rep_all[perm]
 
 
 __all__ = ["TrainSet", "parse_train_sets", "load_train_sets", "epoch_size", "epoch_draws"]

@@ -35,15 +35,16 @@ Supported layouts (``load_samples(source, fmt=...)``):
 Malformed lines raise :class:`LabelError` naming ``file:line``; with
 ``lenient=True`` they are skipped with a warning instead.
 """
+
 from __future__ import annotations
 
 import ast
 import json
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -146,7 +147,9 @@ def parse_totaltext_line(line: str, where: str):
     """Parse a Total-Text txt line -> (polygon (n,2), text, ignore)."""
     m = _TT.match(line)
     if not m:
-        raise LabelError(f"{where}: not a Total-Text line 'x: [[...]], y: [[...]], ornt: [...], transcriptions: [...]': {line!r}")
+        raise LabelError(
+            f"{where}: not a Total-Text line 'x: [[...]], y: [[...]], ornt: [...], transcriptions: [...]': {line!r}"
+        )
     try:
         xs = [float(v) for v in m["x"].replace(",", " ").split()]
         ys = [float(v) for v in m["y"].replace(",", " ").split()]

@@ -8,6 +8,7 @@ the mapping OpenCV applies to the pixels, so labels stay aligned.
 All random choices come from an explicit ``numpy.random.Generator`` so a
 sample's augmentation is reproducible from its seed (exact resume).
 """
+
 from __future__ import annotations
 
 import math
@@ -77,13 +78,20 @@ def _pick_pair(cuts: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
         a, b = rng.choice(len(segments), size=2, replace=False)
         x = (int(rng.choice(segments[a])), int(rng.choice(segments[b])))
     else:
-        x = tuple(int(v) for v in rng.choice(segments[0], size=2))
+        first, second = (int(v) for v in rng.choice(segments[0], size=2))
+        x = (first, second)
     return min(x), max(x)
 
 
-def random_crop_box(shape, polys: list, ignore: list, rng: np.random.Generator,
-                    min_crop_ratio: float = 0.1, max_tries: int = 20,
-                    max_aspect: float = 2.0) -> tuple[int, int, int, int]:
+def random_crop_box(
+    shape,
+    polys: list,
+    ignore: list,
+    rng: np.random.Generator,
+    min_crop_ratio: float = 0.1,
+    max_tries: int = 20,
+    max_aspect: float = 2.0,
+) -> tuple[int, int, int, int]:
     """Pick a crop ``(x0, y0, x1, y1)`` (end exclusive) that cuts no text box.
 
     Crop edges are only placed on rows/columns that no polygon's bounding box
@@ -139,8 +147,17 @@ def resize_pad(img: np.ndarray, polys: list, size: int):
     return canvas, out
 
 
-def augment(img: np.ndarray, polys: list, ignore: list, size: int, rng: np.random.Generator,
-            flip_prob: float = 0.5, max_angle: float = 15.0, crop_prob: float = 1.0, color_prob: float = 0.5):
+def augment(
+    img: np.ndarray,
+    polys: list,
+    ignore: list,
+    size: int,
+    rng: np.random.Generator,
+    flip_prob: float = 0.5,
+    max_angle: float = 15.0,
+    crop_prob: float = 1.0,
+    color_prob: float = 0.5,
+):
     """The training pipeline: brightness/contrast, flip, rotate, text-safe crop, resize+pad.
 
     Args:

@@ -1,4 +1,5 @@
 """Calibration images for int8: which files, read how, fed to which quantiser."""
+
 from __future__ import annotations
 
 import os

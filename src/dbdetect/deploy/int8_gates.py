@@ -18,9 +18,8 @@ than the gated multiplies they replace: network 88.8 ms against 98.3 ms unfolded
 (ppocrv4 at 736 x 1312, fastest of 20 interleaved runs). The float layer stays the
 reference: calibration runs it unchanged, as an FX leaf.
 """
-from __future__ import annotations
 
-from typing import List
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +36,15 @@ def gated_1x1_names(net: nn.Module, skip=()) -> list[str]:
     def skipped(name: str) -> bool:
         return any(name == s or name.startswith(s + ".") for s in skip)
 
-    return [name for name, m in net.named_modules()
-            if isinstance(m, RSELayer) and m.conv.kernel_size == (1, 1) and m.conv.bias is None
-            and m.conv.groups == 1 and not skipped(name)]
+    return [
+        name
+        for name, m in net.named_modules()
+        if isinstance(m, RSELayer)
+        and m.conv.kernel_size == (1, 1)
+        and m.conv.bias is None
+        and m.conv.groups == 1
+        and not skipped(name)
+    ]
 
 
 class QuantizedGatedConv1x1(nn.Module):
@@ -64,12 +69,13 @@ class QuantizedGatedConv1x1(nn.Module):
         mean = F.adaptive_avg_pool2d(x, 1).dequantize()
         weight = self.w_int.float() * self.w_scale.float().reshape(-1, 1, 1, 1)  # the int8 conv's own weights
         g = self.gate(self.conv2(self.relu(self.conv1(F.conv2d(mean, weight))))) + 1.0
-        outs: List[torch.Tensor] = []
+        outs: list[torch.Tensor] = []
         for i in range(x.shape[0]):  # the gate differs per image, so the packed weights do
-            w = torch._make_per_channel_quantized_tensor(self.w_int, self.w_scale * g[i].reshape(-1).double(),
-                                                         self.w_zp, 0)
+            w = torch._make_per_channel_quantized_tensor(
+                self.w_int, self.w_scale * g[i].reshape(-1).double(), self.w_zp, 0
+            )
             packed = torch.ops.quantized.conv2d_prepack(w, None, [1, 1], [0, 0], [1, 1], 1)
-            outs.append(torch.ops.quantized.conv2d(x[i:i + 1], packed, self.scale, self.zero_point))
+            outs.append(torch.ops.quantized.conv2d(x[i : i + 1], packed, self.scale, self.zero_point))
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
@@ -85,8 +91,13 @@ def fold_gates(gm: fx.GraphModule, names, weight_qmax: int = SAFE_WEIGHT_QMAX) -
             continue
         dq = node.args[0]
         quants = [u for u in node.users if u.op == "call_function" and u.target is torch.quantize_per_tensor]
-        if not (isinstance(dq, fx.Node) and dq.op == "call_method" and dq.target == "dequantize"
-                and len(quants) == 1 and all(u.target is getattr or u in quants for u in node.users)):
+        if not (
+            isinstance(dq, fx.Node)
+            and dq.op == "call_method"
+            and dq.target == "dequantize"
+            and len(quants) == 1
+            and all(u.target is getattr or u in quants for u in node.users)
+        ):
             continue
         q = quants[0]
         scale, zp = (getattr(gm, a.target) if isinstance(a, fx.Node) else a for a in q.args[1:3])

@@ -2,6 +2,7 @@
 
 >>> quantize("ppocrv4.onnx", "ppocrv4_int8.onnx", "icdar2015/train/images")    # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,19 @@ from .calibration import calibration_paths, calibration_reader, first_readable
 # - "conv": every Conv and ConvTranspose but the head's last one.
 # - "all": every op onnxruntime can quantise (elementwise chains included).
 POLICIES = ("dense", "conv", "all")
-_ALL_OPS = ("Conv", "ConvTranspose", "Add", "Mul", "Relu", "Resize", "Concat", "GlobalAveragePool",
-            "Sigmoid", "HardSigmoid", "HardSwish")
+_ALL_OPS = (
+    "Conv",
+    "ConvTranspose",
+    "Add",
+    "Mul",
+    "Relu",
+    "Resize",
+    "Concat",
+    "GlobalAveragePool",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+)
 _QTYPES = {"u8": "QUInt8", "s8": "QInt8"}
 
 
@@ -50,11 +62,20 @@ def _check_quant_options(quant_format: str, nodes: str, activations: str, weight
             raise ValueError(f"{what} must be 'u8' or 's8', got {v!r}")
 
 
-def quantize(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
-             calibration_images: str | os.PathLike | Sequence[str | os.PathLike], n: int = 100, limit_side_len: int | None = None,
-             limit_type: str | None = None, quant_format: str = "qdq", activations: str = "u8",
-             weights: str = "s8", nodes: str = "dense",
-             overwrite: bool = False, progress: bool = True) -> Path:
+def quantize(
+    onnx_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    calibration_images: str | os.PathLike | Sequence[str | os.PathLike],
+    n: int = 100,
+    limit_side_len: int | None = None,
+    limit_type: str | None = None,
+    quant_format: str = "qdq",
+    activations: str = "u8",
+    weights: str = "s8",
+    nodes: str = "dense",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
     """Static int8 quantisation (onnxruntime) of an fp32 dbdetect ONNX file.
 
     Weights per channel, activations per tensor from the MinMax statistics of
@@ -108,21 +129,33 @@ def quantize(onnx_path: str | os.PathLike, out_path: str | os.PathLike,
     op_types = _ALL_OPS if nodes == "all" else ("Conv", "ConvTranspose")
     include = _dense_convs(proto.graph) if nodes == "dense" else None
     exclude = [] if nodes == "all" else _last_conv(proto.graph)
-    settings = dict(format=quant_format, activations=activations, weights=weights, per_channel=True,
-                    weight_bits=7 if weights == "s8" else 8,
-                    nodes=nodes, excluded=exclude, calibration_images=len(paths),
-                    limit_side_len=limit_side_len or cfg["limit_side_len"], limit_type=limit_type or cfg["limit_type"])
+    settings = dict(
+        format=quant_format,
+        activations=activations,
+        weights=weights,
+        per_channel=True,
+        weight_bits=7 if weights == "s8" else 8,
+        nodes=nodes,
+        excluded=exclude,
+        calibration_images=len(paths),
+        limit_side_len=limit_side_len or cfg["limit_side_len"],
+        limit_type=limit_type or cfg["limit_type"],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "int8.onnx"
         quantize_static(
-            str(onnx_path), str(raw), reader,
+            str(onnx_path),
+            str(raw),
+            reader,
             quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
-            op_types_to_quantize=list(op_types), per_channel=True,
+            op_types_to_quantize=list(op_types),
+            per_channel=True,
             activation_type=getattr(QuantType, _QTYPES[activations]),
             weight_type=getattr(QuantType, _QTYPES[weights]),
             reduce_range=weights == "s8",  # 7-bit s8 weights: right on x86 CPUs without VNNI (int8_ort)
             nodes_to_quantize=include,
-            nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=exclude,
+            calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": activations == "s8"},
         )
         settings["calibration_images"] = reader.ok

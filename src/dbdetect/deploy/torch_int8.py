@@ -16,6 +16,7 @@ own int8"), for a small share of the time.
 >>> from dbdetect.deploy.torch_int8 import quantize_torch                      # doctest: +SKIP
 >>> quantize_torch("ppocrv4_ic15", "ic15_int8.torchscript", "train/images")  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import copy
@@ -149,15 +150,18 @@ def qconfig_mapping(fp32_modules=(), observer: str = DEFAULT_OBSERVER):
     kind = MinMaxObserver if observer == "minmax" else HistogramObserver
     act = kind.with_args(dtype=torch.quint8, reduce_range=ACTIVATION_BITS == 7)
     wmax = weight_qmax()
-    weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
-                                                quant_min=-wmax, quant_max=wmax)
+    weight = PerChannelMinMaxObserver.with_args(
+        dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-wmax, quant_max=wmax
+    )
     mapping = get_default_qconfig_mapping("x86").set_global(QConfig(activation=act, weight=weight))
     # torch's x86 ConvTranspose takes per-tensor weights only
-    deconv_weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric,
-                                             quant_min=-wmax, quant_max=wmax)
+    deconv_weight = MinMaxObserver.with_args(
+        dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, quant_min=-wmax, quant_max=wmax
+    )
     mapping.set_object_type(nn.ConvTranspose2d, QConfig(activation=act, weight=deconv_weight))
-    logits = FixedQParamsObserver.with_args(scale=2 * LOGIT_RANGE / 256, zero_point=128, dtype=torch.quint8,
-                                            quant_min=0, quant_max=255)
+    logits = FixedQParamsObserver.with_args(
+        scale=2 * LOGIT_RANGE / 256, zero_point=128, dtype=torch.quint8, quant_min=0, quant_max=255
+    )
     mapping.set_module_name(PROB_LOGITS, QConfig(activation=logits, weight=deconv_weight))
     for name in fp32_modules:
         mapping.set_module_name(name, None)
@@ -168,9 +172,15 @@ def qconfig_mapping(fp32_modules=(), observer: str = DEFAULT_OBSERVER):
     return mapping
 
 
-def quantize_module(fused: nn.Module, images, fp32_modules=(), progress: bool = False,
-                    fold_gates: bool = True, observer: str = DEFAULT_OBSERVER,
-                    int8_deconvs: bool | None = None) -> nn.Module:
+def quantize_module(
+    fused: nn.Module,
+    images,
+    fp32_modules=(),
+    progress: bool = False,
+    fold_gates: bool = True,
+    observer: str = DEFAULT_OBSERVER,
+    int8_deconvs: bool | None = None,
+) -> nn.Module:
     """The fused network with real int8 kernels, its activation ranges observed on ``images``.
 
     ``int8_deconvs``: quantise the ConvTranspose2d layers too (default :data:`INT8_DECONVS`);
@@ -193,20 +203,33 @@ def quantize_module(fused: nn.Module, images, fp32_modules=(), progress: bool = 
     custom = PrepareCustomConfig().set_non_traceable_module_names(gates)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
-        prepared = prepare_fx(traceable(fused, fp32_modules), qconfig_mapping(list(fp32_modules) + gates, observer),
-                              example_inputs=(images[0],), prepare_custom_config=custom)
+        prepared = prepare_fx(
+            traceable(fused, fp32_modules),
+            qconfig_mapping(list(fp32_modules) + gates, observer),
+            example_inputs=(images[0],),
+            prepare_custom_config=custom,
+        )
         with torch.no_grad():
             for x in tqdm(images, desc="calibrate", unit="img", disable=not progress):
                 prepared(x)
         module = convert_fx(prepared)
-    module.folded_gates = int8_gates.fold_gates(module, set(gates), weight_qmax())  # for the file's settings
+    # kept on the module for the file's settings; FX's GraphModule declares no such attribute
+    module.folded_gates = int8_gates.fold_gates(module, set(gates), weight_qmax())  # type: ignore[assignment]
     return module
 
 
-def quantize_torch(model: str | os.PathLike, out_path: str | os.PathLike,
-                   calibration_images: str | os.PathLike | Sequence[str | os.PathLike], n: int = 32,
-                   limit_side_len: int | None = None, fp32_modules: Sequence[str] | None = None, overwrite: bool = False, progress: bool = True,
-                   observer: str = DEFAULT_OBSERVER, int8_deconvs: bool | None = None) -> Path:
+def quantize_torch(
+    model: str | os.PathLike,
+    out_path: str | os.PathLike,
+    calibration_images: str | os.PathLike | Sequence[str | os.PathLike],
+    n: int = 32,
+    limit_side_len: int | None = None,
+    fp32_modules: Sequence[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    observer: str = DEFAULT_OBSERVER,
+    int8_deconvs: bool | None = None,
+) -> Path:
     """torch int8 of a registry model or checkpoint, as a ``.torchscript`` file.
 
     The file is right on every x86 CPU (:mod:`dbdetect.runtime.int8_cpu`) unless ``int8_deconvs``.
@@ -242,7 +265,7 @@ def quantize_torch(model: str | os.PathLike, out_path: str | os.PathLike,
     paths = calibration_paths(calibration_images, n)
     first_readable(paths, calibration_images)
     net = models.create(model, pretrained=True)
-    cfg = dict(net.cfg)
+    cfg = models.cfg_of(net)
     fused = models.fuse(net.eval())
     names = dict(fused.named_modules())
     keep = [m for m in DEFAULT_FP32 if m in names] if fp32_modules is None else list(fp32_modules)
@@ -259,10 +282,18 @@ def quantize_torch(model: str | os.PathLike, out_path: str | os.PathLike,
     deconvs = INT8_DECONVS if int8_deconvs is None else bool(int8_deconvs)
     quantized = quantize_module(fused, images, keep, progress, observer=observer, int8_deconvs=deconvs)
     module = to_torchscript(quantized, images[0][..., :64, :64])
-    settings = dict(engine="torch x86 (FX graph mode)", weights="s8 per channel",
-                    activations=f"u8 per tensor, {observer}", activation_bits=ACTIVATION_BITS,
-                    weight_bits=WEIGHT_BITS, calibration_images=len(images), limit_side_len=side,
-                    int8_deconvs=deconvs, prob_logits=f"u8, fixed range +-{LOGIT_RANGE:g}" if deconvs else "fp32",
-                    fp32_modules=keep, folded_gates=quantized.folded_gates)
+    settings = dict(
+        engine="torch x86 (FX graph mode)",
+        weights="s8 per channel",
+        activations=f"u8 per tensor, {observer}",
+        activation_bits=ACTIVATION_BITS,
+        weight_bits=WEIGHT_BITS,
+        calibration_images=len(images),
+        limit_side_len=side,
+        int8_deconvs=deconvs,
+        prob_logits=f"u8, fixed range +-{LOGIT_RANGE:g}" if deconvs else "fp32",
+        fp32_modules=keep,
+        folded_gates=quantized.folded_gates,
+    )
     save(module, cfg, settings, out_path)
     return out_path

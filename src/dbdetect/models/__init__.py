@@ -1,15 +1,16 @@
 """DBNet models: registry, pretrained PP-OCR detectors, BatchNorm folding.
 
-    >>> from dbdetect import models
-    >>> models.list_models()
-    ['dbnet_mobilenetv3', 'dbnet_resnet18', 'dbnet_resnet50', 'ppocrv3', 'ppocrv4']
-    >>> net = models.fuse(models.create("ppocrv4").eval())
+>>> from dbdetect import models
+>>> models.list_models()
+['dbnet_mobilenetv3', 'dbnet_resnet18', 'dbnet_resnet50', 'ppocrv3', 'ppocrv4']
+>>> net = models.fuse(models.create("ppocrv4").eval())
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,10 +19,10 @@ from . import dbnet as _dbnet  # noqa: F401  (registers the entry points)
 from .dbnet import DBNet, weights_dir
 from .registry import get_entry, list_models, register_model
 
-__all__ = ["create", "list_models", "fuse", "register_model", "DBNet", "weights_dir"]
+__all__ = ["cfg_of", "create", "list_models", "fuse", "register_model", "DBNet", "weights_dir"]
 
 
-def create(name_or_path: Union[str, os.PathLike], pretrained: bool = True, **kw: Any) -> nn.Module:
+def create(name_or_path: str | os.PathLike, pretrained: bool = True, **kw: Any) -> nn.Module:
     """Build a model by registry name, or load a training checkpoint.
 
     Args:
@@ -53,7 +54,9 @@ def _load_checkpoint(path: Path, **kw) -> nn.Module:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors alike: the file is not ours
-        raise ValueError(f"{path} is not a dbdetect checkpoint (torch.load failed: {type(exc).__name__}: {str(exc)[:200]})") from None
+        raise ValueError(
+            f"{path} is not a dbdetect checkpoint (torch.load failed: {type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
     if not isinstance(ckpt, dict) or not {"arch", "model"} <= set(ckpt):
         raise ValueError(f"{path} is not a dbdetect checkpoint (expected a dict with 'arch' and 'model')")
     return from_checkpoint(ckpt, **kw)
@@ -95,3 +98,11 @@ def fuse(model: nn.Module, channels_last: bool = True) -> nn.Module:
         model.to(memory_format=torch.channels_last)
     model.fused = True
     return model
+
+
+def cfg_of(net: nn.Module) -> dict[str, Any]:
+    """A copy of the settings dict a dbdetect model carries as ``net.cfg``; TypeError without one."""
+    cfg = getattr(net, "cfg", None)
+    if not isinstance(cfg, dict):
+        raise TypeError("a model passed as nn.Module needs a .cfg dict (see dbdetect.models.create)")
+    return dict(cfg)

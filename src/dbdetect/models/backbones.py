@@ -4,9 +4,10 @@ Each backbone returns a list of 4 feature maps at strides 4, 8, 16, 32 and descr
 ``feature_info`` (timm style: dicts with ``num_chs`` and ``reduction``) so necks size themselves.
 No torchvision: the layouts are written out here.
 """
+
 from __future__ import annotations
 
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -17,10 +18,10 @@ from .layers import ConvBNAct, LearnableAffine, SEModule, make_divisible
 class Backbone(nn.Module):
     """Base class: subclasses fill ``self.feature_info``."""
 
-    feature_info: List[dict]
+    feature_info: list[dict]
 
     @property
-    def out_channels(self) -> List[int]:
+    def out_channels(self) -> list[int]:
         """Channels of the 4 returned feature maps."""
         return [f["num_chs"] for f in self.feature_info]
 
@@ -74,25 +75,24 @@ class ResNet(Backbone):
 
     def __init__(self, block, layers: Sequence[int], in_chans: int = 3):
         super().__init__()
-        self.stem = nn.Sequential(ConvBNAct(in_chans, 64, 7, 2, act="relu"),
-                                  nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(ConvBNAct(in_chans, 64, 7, 2, act="relu"), nn.MaxPool2d(3, 2, 1))
         in_ch = 64
         stages = []
         self.feature_info = []
         for i, n in enumerate(layers):
-            ch = 64 * 2 ** i
+            ch = 64 * 2**i
             blocks = []
             for j in range(n):
                 blocks.append(block(in_ch, ch, 2 if (j == 0 and i > 0) else 1))
                 in_ch = ch * block.expansion
             stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=in_ch, reduction=4 * 2 ** i))
+            self.feature_info.append(dict(num_chs=in_ch, reduction=4 * 2**i))
         self.stages = nn.ModuleList(stages)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
         out = []
         for stage in self.stages:
@@ -173,8 +173,7 @@ class MobileNetV3(Backbone):
                 self.feature_info.append(dict(num_chs=in_ch, reduction=reduction))
                 blocks = []
             out = make_divisible(scale * c)
-            blocks.append(InvertedResidual(in_ch, make_divisible(scale * e), out, k, s,
-                                           se and not disable_se, act))
+            blocks.append(InvertedResidual(in_ch, make_divisible(scale * e), out, k, s, se and not disable_se, act))
             in_ch = out
             reduction *= s
         last = make_divisible(scale * 960)
@@ -183,7 +182,7 @@ class MobileNetV3(Backbone):
         self.feature_info.append(dict(num_chs=last, reduction=reduction))
         self.stages = nn.ModuleList(stages)
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
         out = []
         for stage in self.stages:
@@ -268,23 +267,27 @@ class PPLCNetV3(Backbone):
         in_chans: input channels.
     """
 
-    def __init__(self, scale: float = 0.75, det_channels: Sequence[int] = (16, 24, 56, 480),
-                 in_chans: int = 3):
+    def __init__(self, scale: float = 0.75, det_channels: Sequence[int] = (16, 24, 56, 480), in_chans: int = 3):
         super().__init__()
         self.stem = ConvBNAct(in_chans, make_divisible(16 * scale, 16), 3, 2, act=None)
         stages = []
         for cfg in _LCNETV3_DET:
-            stages.append(nn.Sequential(*[
-                LCNetV3Block(make_divisible(i * scale, 16), make_divisible(o * scale, 16), k, s, se)
-                for k, i, o, s, se in cfg]))
+            stages.append(
+                nn.Sequential(
+                    *[
+                        LCNetV3Block(make_divisible(i * scale, 16), make_divisible(o * scale, 16), k, s, se)
+                        for k, i, o, s, se in cfg
+                    ]
+                )
+            )
         self.stages = nn.ModuleList(stages)
         # Stages 2..5 feed the neck through 1x1 projections (with bias) to det_channels * scale.
         stage_out = [make_divisible(cfg[-1][2] * scale, 16) for cfg in _LCNETV3_DET[1:]]
         outs = [int(c * scale) for c in det_channels]
         self.proj = nn.ModuleList(nn.Conv2d(i, o, 1, bias=True) for i, o in zip(stage_out, outs))
-        self.feature_info = [dict(num_chs=o, reduction=4 * 2 ** i) for i, o in enumerate(outs)]
+        self.feature_info = [dict(num_chs=o, reduction=4 * 2**i) for i, o in enumerate(outs)]
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
         x = self.stages[0](x)
         feats = []

@@ -12,10 +12,10 @@ Normalisation: 1.2.13 (PP-OCRv3) uses ImageNet mean/std (0.485, 0.456, 0.406) /
 v4 detector with the ImageNet values (ch_PP-OCRv4_det_student.yml, tools/infer/predict_det.py),
 so that is what we record for both models.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
 
 import torch
 from torch import nn
@@ -29,30 +29,51 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _PPOCR_CFG = dict(
-    mean=IMAGENET_MEAN, std=IMAGENET_STD, channel_order="bgr", stride=32,
-    limit_side_len=736, limit_type="min",
-    thresh=0.3, box_thresh=0.5, unclip_ratio=1.6, use_dilation=True, score_mode="fast",
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    channel_order="bgr",
+    stride=32,
+    limit_side_len=736,
+    limit_type="min",
+    thresh=0.3,
+    box_thresh=0.5,
+    unclip_ratio=1.6,
+    use_dilation=True,
+    score_mode="fast",
     max_candidates=1000,
 )
 # Tuned for ppocrv4_ic15 with `dbdetect tune` on 100 held-out ICDAR 2015 training images
 # (img_901..img_1000): word-level boxes on small, blurred text want a larger input and a
 # stricter box score.
-_PPOCR_IC15_CFG = dict(_PPOCR_CFG, limit_side_len=1440, thresh=0.25, box_thresh=0.7, unclip_ratio=1.4,
-                       use_dilation=True)
+_PPOCR_IC15_CFG = dict(
+    _PPOCR_CFG, limit_side_len=1440, thresh=0.25, box_thresh=0.7, unclip_ratio=1.4, use_dilation=True
+)
 # Tuned for ppocrv4_td500 with `dbdetect tune` on 30 held-out MSRA-TD500 training images
 # (every 10th by name): the same as PP-OCR's but a lower binarisation threshold.
 _PPOCR_TD500_CFG = dict(_PPOCR_CFG, thresh=0.2, box_thresh=0.5, unclip_ratio=1.6, use_dilation=True)
 # Classic DBNet settings (Liao et al.; MhLiao/DB's ICDAR 2015 config) for models trained here.
 _DBNET_CFG = dict(
-    mean=IMAGENET_MEAN, std=IMAGENET_STD, channel_order="rgb", stride=32,
-    limit_side_len=736, limit_type="min",
-    thresh=0.3, box_thresh=0.6, unclip_ratio=1.5, use_dilation=False, score_mode="fast",
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    channel_order="rgb",
+    stride=32,
+    limit_side_len=736,
+    limit_type="min",
+    thresh=0.3,
+    box_thresh=0.6,
+    unclip_ratio=1.5,
+    use_dilation=False,
+    score_mode="fast",
     max_candidates=1000,
 )
 
 # Bundled weight files of the pretrained entries.
-_WEIGHT_FILES = {"ppocrv4": "ppocrv4_det.pt", "ppocrv3": "ppocrv3_det.pt", "ppocrv4_ic15": "ppocrv4_ic15_det.pt",
-                 "ppocrv4_td500": "ppocrv4_td500_det.pt"}
+_WEIGHT_FILES = {
+    "ppocrv4": "ppocrv4_det.pt",
+    "ppocrv3": "ppocrv3_det.pt",
+    "ppocrv4_ic15": "ppocrv4_ic15_det.pt",
+    "ppocrv4_td500": "ppocrv4_td500_det.pt",
+}
 # Entries whose file stores the threshold branch as a copy of the probability branch.
 _COPIED_THRESHOLD = {"ppocrv4", "ppocrv3"}
 
@@ -70,7 +91,7 @@ class DBNet(nn.Module):
     dict(prob, thresh, binary). H and W must be multiples of 32.
     """
 
-    def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, cfg: Dict):
+    def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, cfg: dict):
         super().__init__()
         self.backbone = backbone
         self.neck = neck
@@ -109,12 +130,14 @@ def load_pretrained(model: nn.Module, name: str) -> nn.Module:
     if fname is None:
         raise ValueError(
             f"model {name!r} has no pretrained weights (only {', '.join(sorted(_WEIGHT_FILES))} do); "
-            f"use create({name!r}, pretrained=False) and train it")
+            f"use create({name!r}, pretrained=False) and train it"
+        )
     path = weights_dir() / fname
     if not path.is_file():
         raise FileNotFoundError(
             f"pretrained weights for {name!r} not found at {path}; the dbdetect installation is "
-            f"incomplete (expected dbdetect/weights/{fname}, or weights/{fname} in a source tree)")
+            f"incomplete (expected dbdetect/weights/{fname}, or weights/{fname} in a source tree)"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     if name in _COPIED_THRESHOLD:
@@ -124,14 +147,22 @@ def load_pretrained(model: nn.Module, name: str) -> nn.Module:
     return model
 
 
-def _cfg(base: Dict, name: str, arch_kwargs: Dict) -> Dict:
+def _cfg(base: dict, name: str, arch_kwargs: dict) -> dict:
     cfg = dict(base, name=name, arch=name)
     cfg["arch_kwargs"] = dict(arch_kwargs)
     return cfg
 
 
-def _build(name: str, backbone: nn.Module, neck_channels: int, rse: bool, base_cfg: Dict,
-           pretrained: bool, arch_kwargs: Dict, k: float = 50.0) -> DBNet:
+def _build(
+    name: str,
+    backbone: nn.Module,
+    neck_channels: int,
+    rse: bool,
+    base_cfg: dict,
+    pretrained: bool,
+    arch_kwargs: dict,
+    k: float = 50.0,
+) -> DBNet:
     neck = FPN(backbone.out_channels, neck_channels, rse=rse)
     model = DBNet(backbone, neck, DBHead(neck.out_channels, k=k), _cfg(base_cfg, name, arch_kwargs))
     if pretrained:
@@ -160,8 +191,7 @@ def ppocrv4_td500(pretrained: bool = True, **kw) -> DBNet:
 @register_model
 def ppocrv3(pretrained: bool = True, **kw) -> DBNet:
     """PP-OCRv3 mobile detector: MobileNetV3-large x0.5 (no SE) + RSE-FPN(96) + DB head. Pretrained."""
-    return _build("ppocrv3", MobileNetV3(scale=0.5, disable_se=True, **kw), 96, True, _PPOCR_CFG,
-                  pretrained, kw)
+    return _build("ppocrv3", MobileNetV3(scale=0.5, disable_se=True, **kw), 96, True, _PPOCR_CFG, pretrained, kw)
 
 
 @register_model
@@ -182,5 +212,6 @@ def dbnet_mobilenetv3(pretrained: bool = True, scale: float = 0.5, **kw) -> DBNe
 
     No pretrained weights: pass pretrained=False.
     """
-    return _build("dbnet_mobilenetv3", MobileNetV3(scale=scale, **kw), 256, False, _DBNET_CFG,
-                  pretrained, dict(kw, scale=scale))
+    return _build(
+        "dbnet_mobilenetv3", MobileNetV3(scale=scale, **kw), 256, False, _DBNET_CFG, pretrained, dict(kw, scale=scale)
+    )

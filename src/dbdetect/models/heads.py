@@ -1,8 +1,8 @@
 """The DB head: probability and threshold branches, differentiable binarization in training."""
+
 from __future__ import annotations
 
 import math
-from typing import Dict, Union
 
 import torch
 from torch import nn
@@ -68,7 +68,7 @@ class DBHead(nn.Module):
         last.weight.zero_()
         last.bias.fill_(math.log(value / (1.0 - value)))
 
-    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         prob = self.binarize(x)
         if not self.training:
             return prob

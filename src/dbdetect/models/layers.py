@@ -4,16 +4,15 @@ Every block that can be folded for inference exposes ``fuse_()``; :func:`dbdetec
 calls it on all modules. Activations are single fused modules (nn.Hardswish, nn.ReLU, ...):
 decomposed elementwise chains cost as much as the convolutions on a CPU.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round a channel count to a multiple of ``divisor`` (MobileNet rule: never below 90% of v).
 
     Args:
@@ -42,7 +41,7 @@ class PaddleHardsigmoid(nn.Module):
         return F.hardsigmoid(x * 1.2)
 
 
-def make_act(name: Optional[str], inplace: bool = True) -> nn.Module:
+def make_act(name: str | None, inplace: bool = True) -> nn.Module:
     """Activation module by name.
 
     Args:
@@ -69,7 +68,7 @@ def make_act(name: Optional[str], inplace: bool = True) -> nn.Module:
 
 
 @torch.no_grad()
-def _fold_bn(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: nn.BatchNorm2d, out_dim: int):
+def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d, out_dim: int):
     """Return (weight, bias) of a conv whose output went through ``bn`` (eval statistics)."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     shape = [1] * weight.dim()
@@ -102,8 +101,17 @@ class ConvBNAct(nn.Module):
         bias: conv bias (used where a ported model has BN already folded into the conv).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1,
-                 act: Optional[str] = "relu", bn: bool = True, bias: bool = False):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+        act: str | None = "relu",
+        bn: bool = True,
+        bias: bool = False,
+    ):
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2, groups=groups, bias=bias)
         self.bn = nn.BatchNorm2d(out_ch) if bn else nn.Identity()
@@ -128,8 +136,14 @@ class SEModule(nn.Module):
         residual: return x + x * gate instead of x * gate.
     """
 
-    def __init__(self, channels: int, reduction: int = 4, gate: str = "paddle_hardsigmoid",
-                 residual: bool = False, divisor: Optional[int] = None):
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 4,
+        gate: str = "paddle_hardsigmoid",
+        residual: bool = False,
+        divisor: int | None = None,
+    ):
         super().__init__()
         mid = channels // reduction if divisor is None else make_divisible(channels / reduction, divisor)
         self.conv1 = nn.Conv2d(channels, mid, 1, bias=True)

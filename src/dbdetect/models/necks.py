@@ -4,9 +4,10 @@ Both take the 4 backbone maps (strides 4..32), build a top-down pyramid on ``out
 channels, smooth each level to ``out_channels // 4``, upsample all to stride 4 and concatenate,
 so the head sees ``out_channels`` channels at stride 4.
 """
+
 from __future__ import annotations
 
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,10 +55,11 @@ class FPN(nn.Module):
             self.inp = nn.ModuleList(RSELayer(out_channels, out_channels // 4, 3) for _ in in_channels)
         else:
             self.ins = nn.ModuleList(nn.Conv2d(c, out_channels, 1, bias=False) for c in in_channels)
-            self.inp = nn.ModuleList(nn.Conv2d(out_channels, out_channels // 4, 3, padding=1, bias=False)
-                                     for _ in in_channels)
+            self.inp = nn.ModuleList(
+                nn.Conv2d(out_channels, out_channels // 4, 3, padding=1, bias=False) for _ in in_channels
+            )
 
-    def forward(self, feats: List[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         c2, c3, c4, c5 = feats
         # Coarsest first, as PaddleOCR orders it (the weight converter relies on this order).
         in5 = self.ins[3](c5)

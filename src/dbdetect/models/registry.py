@@ -1,9 +1,10 @@
 """Model registry: entry-point functions keyed on their own name."""
+
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import Callable
 
-_MODELS: Dict[str, Callable] = {}
+_MODELS: dict[str, Callable] = {}
 
 
 def register_model(fn: Callable) -> Callable:
@@ -22,7 +23,7 @@ def register_model(fn: Callable) -> Callable:
     return fn
 
 
-def list_models() -> List[str]:
+def list_models() -> list[str]:
     """Names of all registered architectures, sorted."""
     return sorted(_MODELS)
 

@@ -12,6 +12,7 @@ So a file is safe on every x86 CPU when every pair sum fits (weights within +-63
 of a CPU without VNNI on any x86 CPU (see :data:`AVX2_KERNELS`): the tests use it, so a
 machine with VNNI still checks the AVX2 path.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,10 @@ def engine() -> str:
     name = os.environ.get(ENGINE_ENV) or "x86"
     supported = torch.backends.quantized.supported_engines
     if name not in supported:
-        raise RuntimeError(f"torch int8 needs the {name!r} quantized engine, and this torch has "
-                           f"{', '.join(supported)}: use the fp32 model or an onnxruntime int8 file here")
+        raise RuntimeError(
+            f"torch int8 needs the {name!r} quantized engine, and this torch has "
+            f"{', '.join(supported)}: use the fp32 model or an onnxruntime int8 file here"
+        )
     return name
 
 
@@ -88,7 +91,8 @@ def check_file(path, module: torch.jit.ScriptModule, settings: dict) -> None:
             f"{path} is a torch int8 file made for CPUs with AVX512-VNNI: on this CPU (no VNNI) "
             f"{' and '.join(risks)}, so it would find no text. Export it again with this dbdetect "
             f"(dbdetect export --int8 --out {os.path.basename(str(path))}), whose files are right on every "
-            "x86 CPU, or use the fp32 model or an onnxruntime int8 file")
+            "x86 CPU, or use the fp32 model or an onnxruntime int8 file"
+        )
     note = speed_note()
     if note not in _warned:
         _warned.add(note)
@@ -97,6 +101,8 @@ def check_file(path, module: torch.jit.ScriptModule, settings: dict) -> None:
 
 def speed_note() -> str:
     """What a user on a CPU without VNNI should know about torch int8's speed."""
-    return ("torch int8 on this CPU (no AVX512-VNNI) runs fbgemm's AVX2 kernels: its boxes are right, but it "
-            "is not reliably faster than fp32 here, as it is on CPUs with VNNI. Time both on your images: "
-            "the fp32 model or an onnxruntime int8 file may be the faster choice (docs: int8 on every CPU).")
+    return (
+        "torch int8 on this CPU (no AVX512-VNNI) runs fbgemm's AVX2 kernels: its boxes are right, but it "
+        "is not reliably faster than fp32 here, as it is on CPUs with VNNI. Time both on your images: "
+        "the fp32 model or an onnxruntime int8 file may be the faster choice (docs: int8 on every CPU)."
+    )

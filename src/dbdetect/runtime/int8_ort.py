@@ -8,6 +8,7 @@ same path as torch's (:mod:`dbdetect.runtime.int8_cpu`); onnxruntime's quantisat
 :func:`dbdetect.export.quantize` writes such files; :func:`weight_qmax` reads any file.
 u8 weights (U8U8) take a 16-bit-free path and are safe as they are.
 """
+
 from __future__ import annotations
 
 import platform
@@ -77,5 +78,8 @@ def check_file(path) -> None:
     warnings.warn(
         f"{path} holds 8-bit int8 weights (up to {qmax}), and this CPU (no VNNI) adds int8 products in "
         "16 bits, which such weights can overflow: its boxes may be wrong. Quantise it again with this "
-        "dbdetect (dbdetect export --int8 --calib DIR --out FILE.onnx), whose files keep weights within +-64 and are right on "
-        "every x86 CPU, or use the fp32 file.", RuntimeWarning, stacklevel=3)
+        "dbdetect (dbdetect export --int8 --calib DIR --out FILE.onnx), whose files keep weights "
+        "within +-64 and are right on every x86 CPU, or use the fp32 file.",
+        RuntimeWarning,
+        stacklevel=3,
+    )

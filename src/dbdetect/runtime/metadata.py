@@ -6,6 +6,7 @@ defaults) as JSON under the ``metadata_props`` key :data:`META_KEY`. A file with
 (a "foreign" DBNet export) runs with the PP-OCR settings in :data:`FOREIGN_DEFAULTS`,
 overridable per setting, and a warning naming them.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,20 @@ INSTALL_HINT = 'pip install "dbdetect[onnx]"'
 # conventions (BGR, ImageNet mean/std, short side 736), since PaddleOCR's own
 # exports are the DBNet ONNX files found in the wild.
 FOREIGN_DEFAULTS = dict(
-    name=None, arch=None, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), channel_order="bgr",
-    stride=32, limit_side_len=736, limit_type="min", thresh=0.3, box_thresh=0.5, unclip_ratio=1.6,
-    use_dilation=True, score_mode="fast", max_candidates=1000,
+    name=None,
+    arch=None,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    channel_order="bgr",
+    stride=32,
+    limit_side_len=736,
+    limit_type="min",
+    thresh=0.3,
+    box_thresh=0.5,
+    unclip_ratio=1.6,
+    use_dilation=True,
+    score_mode="fast",
+    max_candidates=1000,
 )
 _CFG_KEYS = tuple(FOREIGN_DEFAULTS) + ("arch_kwargs",)
 
@@ -60,11 +72,13 @@ def with_defaults(meta: dict | None, where: str, explicit: dict) -> dict:
     """
     if meta is not None:
         return {**FOREIGN_DEFAULTS, **meta}
-    assumed = {k: v for k, v in FOREIGN_DEFAULTS.items()
-               if k not in ("name", "arch") and explicit.get(k) is None}
+    assumed = {k: v for k, v in FOREIGN_DEFAULTS.items() if k not in ("name", "arch") and explicit.get(k) is None}
     if assumed:
         listed = ", ".join(f"{k}={v!r}" for k, v in assumed.items())
-        warnings.warn(f"{where} carries no dbdetect metadata ({META_KEY}); assuming {listed}. "
-                      f"Pass the Detector settings you need explicitly; export with dbdetect export to store them in the file.",
-                      UserWarning, stacklevel=3)
+        warnings.warn(
+            f"{where} carries no dbdetect metadata ({META_KEY}); assuming {listed}. "
+            f"Pass the Detector settings you need explicitly; export with dbdetect export to store them in the file.",
+            UserWarning,
+            stacklevel=3,
+        )
     return dict(FOREIGN_DEFAULTS)

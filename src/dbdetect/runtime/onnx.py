@@ -13,6 +13,7 @@ a file is written or a session is created, never by the torch path.
 >>> sess.cfg["name"], sess(batch).shape         # doctest: +SKIP
 ('ppocrv4', (1, 736, 1312))
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 DEFAULT_OPSET = 17
 # Trace shape: small, and not square, so no H/W confusion can hide in the graph.
 _TRACE_SHAPE = (1, 3, 96, 128)
-
 
 
 def import_onnx():
@@ -80,7 +80,7 @@ def _load_torch_model(model) -> torch.nn.Module:
 def _drop_identities(graph) -> None:
     """Remove Identity nodes (the legacy exporter leaves them for shared weights)."""
     outputs = {o.name for o in graph.output}
-    rename = {}
+    rename: dict[str, str] = {}
     keep = []
     for node in graph.node:
         if node.op_type == "Identity" and node.output[0] not in outputs:
@@ -108,7 +108,13 @@ def _verify(net: torch.nn.Module, path: Path, tol: float = 1e-4) -> float:
     return diff
 
 
-def to_onnx(model: str | os.PathLike | torch.nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET, overwrite: bool = False, verify: bool = True) -> Path:
+def to_onnx(
+    model: str | os.PathLike | torch.nn.Module,
+    path: str | os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    overwrite: bool = False,
+    verify: bool = True,
+) -> Path:
     """Export a DBNet (BatchNorm folded, eval mode) to ONNX with its cfg as metadata.
 
     The graph has one float input ``image`` (N, 3, H, W) with dynamic N, H, W
@@ -140,7 +146,7 @@ def to_onnx(model: str | os.PathLike | torch.nn.Module, path: str | os.PathLike,
     if int(opset) < 13:
         raise ValueError(f"opset must be >= 13 (Resize with sizes), got {opset}")
     net = models.fuse(_load_torch_model(model).eval(), channels_last=False)
-    cfg = dict(net.cfg)
+    cfg = models.cfg_of(net)
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
@@ -148,8 +154,14 @@ def to_onnx(model: str | os.PathLike | torch.nn.Module, path: str | os.PathLike,
         # The TorchScript exporter (dynamo=False): the dynamo one needs onnxscript and gives
         # nothing these convolution-only graphs need.
         torch.onnx.export(
-            net, (torch.zeros(_TRACE_SHAPE),), str(raw), dynamo=False, opset_version=int(opset),
-            input_names=["image"], output_names=["prob"], do_constant_folding=True,
+            net,
+            (torch.zeros(_TRACE_SHAPE),),
+            str(raw),
+            dynamo=False,
+            opset_version=int(opset),
+            input_names=["image"],
+            output_names=["prob"],
+            do_constant_folding=True,
             dynamic_axes={"image": {0: "N", 2: "H", 3: "W"}, "prob": {0: "N", 2: "H", 3: "W"}},
         )
         proto = onnx.load(str(raw))
@@ -183,8 +195,10 @@ def _providers(ort, device: str) -> list[str]:
         return ["CPUExecutionProvider"]
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ValueError(f"device {device!r} requested, but this onnxruntime has no CUDA provider; "
-                             "use device='cpu' or install onnxruntime-gpu")
+            raise ValueError(
+                f"device {device!r} requested, but this onnxruntime has no CUDA provider; "
+                "use device='cpu' or install onnxruntime-gpu"
+            )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
@@ -227,16 +241,19 @@ class OnnxSession:
     def _check_io(self) -> None:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1:
-            raise ValueError(f"{self.path}: expected one input (N, 3, H, W), found {len(inputs)}: "
-                             f"{[i.name for i in inputs]}")
+            raise ValueError(
+                f"{self.path}: expected one input (N, 3, H, W), found {len(inputs)}: {[i.name for i in inputs]}"
+            )
         shape = inputs[0].shape
         if len(shape) != 4 or shape[1] not in (3, "3") or inputs[0].type != "tensor(float)":
-            raise ValueError(f"{self.path}: input {inputs[0].name!r} must be float (N, 3, H, W), "
-                             f"found {inputs[0].type} {shape}")
+            raise ValueError(
+                f"{self.path}: input {inputs[0].name!r} must be float (N, 3, H, W), found {inputs[0].type} {shape}"
+            )
         out = outputs[0].shape
         if len(out) not in (3, 4):
-            raise ValueError(f"{self.path}: output {outputs[0].name!r} must be a probability map "
-                             f"(N, 1, H, W), found shape {out}")
+            raise ValueError(
+                f"{self.path}: output {outputs[0].name!r} must be a probability map (N, 1, H, W), found shape {out}"
+            )
         self.input_name = inputs[0].name
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -246,6 +263,7 @@ class OnnxSession:
 
 
 # ---------------------------------------------------------------- export cache
+
 
 def cache_dir() -> Path:
     """Where on-the-fly exports go: ``$DBDETECT_CACHE/onnx``, else ``~/.cache/dbdetect/onnx``."""

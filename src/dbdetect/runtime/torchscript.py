@@ -4,6 +4,7 @@ The file holds the traced, frozen network and two extra files: the model's cfg
 (:data:`EXTRA_CFG`) and how it was quantised (:data:`EXTRA_QUANT`), which :func:`load`
 checks against the running CPU (:mod:`dbdetect.runtime.int8_cpu`).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,11 @@ def to_torchscript(module: nn.Module, example: torch.Tensor) -> torch.jit.Script
 def save(module: torch.jit.ScriptModule, cfg: dict, settings: dict, path: Path) -> None:
     """Write next to ``path`` and rename: never half a file, never a replaced one on failure."""
     with atomic_file(path) as tmp:
-        torch.jit.save(module, str(tmp), _extra_files={EXTRA_CFG: cfg_to_json(cfg),
-                                                        EXTRA_QUANT: json.dumps(settings, sort_keys=True)})
+        torch.jit.save(
+            module,
+            str(tmp),
+            _extra_files={EXTRA_CFG: cfg_to_json(cfg), EXTRA_QUANT: json.dumps(settings, sort_keys=True)},
+        )
         load(tmp)  # it reads back
 
 
