@@ -16,19 +16,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "dbdetect"
 
 # top to bottom; written once, here
 FLOORS = [
-    (
-        "commands",
-        [
-            "dbdetect.__main__",
-            "dbdetect.cli",
-            "dbdetect.detect_cli",
-            "dbdetect.export",
-            "dbdetect.train",
-            "dbdetect.evaluate",
-            "dbdetect.tune",
-        ],
-    ),
-    ("old import paths", ["dbdetect.int8_torch", "dbdetect.int8_gates", "dbdetect.onnx_backend"]),
+    ("commands", ["dbdetect.__main__", "dbdetect.cli", "dbdetect.train"]),
+    ("old import paths", ["dbdetect.export", "dbdetect.int8_torch", "dbdetect.int8_gates", "dbdetect.onnx_backend"]),
+    ("evaluation", ["dbdetect.evaluate", "dbdetect.tune"]),
     ("scale", ["dbdetect.distributed"]),
     ("deploy", ["dbdetect.deploy"]),
     ("detector", ["dbdetect.detector", "dbdetect.pipeline", "dbdetect.visualize"]),

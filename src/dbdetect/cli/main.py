@@ -1,7 +1,7 @@
 """The ``dbdetect`` command line: ``detect``, ``train``, ``eval``, ``tune`` and ``export``.
 
-Each subcommand lives in the module that does the work and registers itself
-here through ``add_parser(subparsers)``; this file only wires them together
+Each subcommand is a module of this package (``train`` still lives in
+:mod:`dbdetect.train`) that registers itself through ``add_parser(subparsers)``; this file only wires them together
 and turns user errors into one clear line and a non-zero exit code.
 """
 
@@ -11,16 +11,16 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
-from .errors import UserError
+from .. import __version__
+from ..errors import UserError
 
 # subcommand name -> module providing add_parser(subparsers) and run(args)
 _SUBCOMMANDS = {
-    "detect": "dbdetect.detect_cli",
+    "detect": "dbdetect.cli.detect",
     "train": "dbdetect.train",
-    "eval": "dbdetect.evaluate",
-    "tune": "dbdetect.tune",
-    "export": "dbdetect.export",
+    "eval": "dbdetect.cli.eval",
+    "tune": "dbdetect.cli.tune",
+    "export": "dbdetect.cli.export",
 }
 
 

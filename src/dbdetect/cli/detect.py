@@ -22,7 +22,7 @@ import re
 import sys
 from pathlib import Path
 
-from .imageio import IMAGE_EXTENSIONS
+from ..imageio import IMAGE_EXTENSIONS
 
 
 def add_parser(sub) -> None:
@@ -143,9 +143,9 @@ def _detector_kwargs(args) -> dict:
 def _write_vis(args, path: Path, rel: Path, dets, inputs: set, taken: set) -> None:
     import cv2
 
-    from .errors import UserError
-    from .imageio import load_image
-    from .visualize import draw
+    from ..errors import UserError
+    from ..imageio import load_image
+    from ..visualize import draw
 
     dst = _vis_path(args.vis, rel, taken)
     if dst.resolve() in inputs:
@@ -158,7 +158,7 @@ def _write_vis(args, path: Path, rel: Path, dets, inputs: set, taken: set) -> No
 
 
 def run(args) -> int:
-    from .errors import UserError
+    from ..errors import UserError
 
     _fix_ray_address(args)
     if not args.paths:
@@ -179,7 +179,7 @@ def run(args) -> int:
     if args.out is not None and args.out.resolve() in inputs:
         raise UserError(f"--out {args.out} is one of the input images; refusing to overwrite it")
     if args.ray is not None:
-        from .distributed import run_cli
+        from ..distributed import run_cli
 
         try:
             return run_cli(args, [p for p, _ in items], _detector_kwargs(args)) or (1 if errors else 0)
@@ -203,9 +203,9 @@ def _streams_and_threads(args) -> tuple[int, int | None]:
 def _run_local(args, items, errors, inputs) -> int:
     from tqdm import tqdm
 
-    from .detector import Detector
-    from .jsonl import open_results, path_key
-    from .pipeline import detect_stream, single_malloc_arena
+    from ..detector import Detector
+    from ..jsonl import open_results, path_key
+    from ..pipeline import detect_stream, single_malloc_arena
 
     streams, threads = _streams_and_threads(args)
     if streams > 1:
