@@ -17,9 +17,13 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "dbdetect"
 # top to bottom; written once, here
 FLOORS = [
     ("commands", ["dbdetect.__main__", "dbdetect.cli", "dbdetect.train"]),
-    ("old import paths", ["dbdetect.export", "dbdetect.int8_torch", "dbdetect.int8_gates", "dbdetect.onnx_backend"]),
-    ("evaluation", ["dbdetect.evaluate", "dbdetect.tune"]),
-    ("scale", ["dbdetect.distributed"]),
+    (
+        "old import paths",
+        ["dbdetect.export", "dbdetect.int8_torch", "dbdetect.int8_gates", "dbdetect.onnx_backend"]
+        + ["dbdetect.distributed", "dbdetect.evaluate", "dbdetect.tune"],
+    ),
+    ("evaluation", ["dbdetect.evaluation"]),
+    ("scale", ["dbdetect.scale"]),
     ("deploy", ["dbdetect.deploy"]),
     ("detector", ["dbdetect.detector", "dbdetect.pipeline", "dbdetect.visualize"]),
     ("runtime", ["dbdetect.runtime"]),
@@ -158,6 +162,9 @@ def test_old_import_paths_still_work():
         ("dbdetect.int8_torch", "dbdetect.deploy.torch_int8"),
         ("dbdetect.int8_gates", "dbdetect.deploy.int8_gates"),
         ("dbdetect.onnx_backend", "dbdetect.runtime.onnx"),
+        ("dbdetect.distributed", "dbdetect.scale.ray_data"),
+        ("dbdetect.evaluate", "dbdetect.evaluation.protocol"),
+        ("dbdetect.tune", "dbdetect.evaluation.tune"),
     ]:
         assert importlib.import_module(old) is importlib.import_module(new)
     from dbdetect.export import DEFAULT_OPSET, calibration_paths, quantize, to_onnx  # noqa: F401

@@ -903,7 +903,7 @@ class _Session:
     # ---- end of an epoch
     def _validate(self):
         """Validation H-mean of the deployed weights (the EMA's with ``--ema``), or None without --val."""
-        from .evaluate import evaluate_model
+        from .evaluation.protocol import evaluate_model
 
         if self.val_samples is None:
             return None

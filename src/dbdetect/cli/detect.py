@@ -179,7 +179,7 @@ def run(args) -> int:
     if args.out is not None and args.out.resolve() in inputs:
         raise UserError(f"--out {args.out} is one of the input images; refusing to overwrite it")
     if args.ray is not None:
-        from ..distributed import run_cli
+        from ..scale.ray_data import run_cli
 
         try:
             return run_cli(args, [p for p, _ in items], _detector_kwargs(args)) or (1 if errors else 0)

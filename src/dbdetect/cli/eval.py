@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from ..evaluate import evaluate_detections
+from ..evaluation.protocol import evaluate_detections
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -7,7 +7,16 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ..tune import SETTING_KEYS, Grid, _as_module, _check_out, _check_writable_source, format_table, save_tuned, tune
+from ..evaluation.tune import (
+    SETTING_KEYS,
+    Grid,
+    _as_module,
+    _check_out,
+    _check_writable_source,
+    format_table,
+    save_tuned,
+    tune,
+)
 
 
 def _list_of(convert, what):

@@ -1,0 +1,1 @@
+"""Runs larger than one process: Ray Data."""
