@@ -1,8 +1,8 @@
 """The ``dbdetect`` command line: ``detect``, ``train``, ``eval``, ``tune`` and ``export``.
 
-Each subcommand is a module of this package (``train`` still lives in
-:mod:`dbdetect.train`) that registers itself through ``add_parser(subparsers)``; this file only wires them together
-and turns user errors into one clear line and a non-zero exit code.
+Each subcommand is a module of this package that registers itself through
+``add_parser(subparsers)``; this file only wires them together and turns user
+errors into one clear line and a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ..errors import UserError
 # subcommand name -> module providing add_parser(subparsers) and run(args)
 _SUBCOMMANDS = {
     "detect": "dbdetect.cli.detect",
-    "train": "dbdetect.train",
+    "train": "dbdetect.cli.train",
     "eval": "dbdetect.cli.eval",
     "tune": "dbdetect.cli.tune",
     "export": "dbdetect.cli.export",

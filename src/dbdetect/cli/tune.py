@@ -72,40 +72,40 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "file is scored too, without --out",
     )
     p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="take the grid from the 'tune' section of a recipe file (or a bundled recipe's name); "
+        "grid flags given here override it",
+    )
+    p.add_argument(
         "--sizes",
         type=_list_of(int, "integers"),
-        default=g.limit_side_len,
         help=f"input sizes, limit_side_len (default {csv(g.limit_side_len)})",
     )
     p.add_argument("--limit-type", choices=("min", "max"), default=None, help="resize rule (default: the model's)")
     p.add_argument(
         "--thresh",
         type=_list_of(float, "numbers"),
-        default=g.thresh,
         help=f"binarisation thresholds (default {csv(g.thresh)})",
     )
     p.add_argument(
         "--box-thresh",
         type=_list_of(float, "numbers"),
-        default=g.box_thresh,
         help=f"box score thresholds (default {csv(g.box_thresh)})",
     )
     p.add_argument(
         "--unclip-ratio",
         type=_list_of(float, "numbers"),
-        default=g.unclip_ratio,
         help=f"box expansion ratios (default {csv(g.unclip_ratio)})",
     )
     p.add_argument(
         "--dilation",
         type=_list_of(_on_off, "on/off values"),
-        default=g.use_dilation,
         help=f"2x2 dilation of the bitmap: on, off or on,off (default {csv(g.use_dilation)})",
     )
     p.add_argument(
         "--score-mode",
         type=_list_of(_score_mode, "score modes"),
-        default=g.score_mode,
         help=f"box scoring: fast (bounding rectangle) and/or slow (the contour) (default {csv(g.score_mode)})",
     )
     p.add_argument("--out", default=None, help="write the best settings into this new checkpoint file")
@@ -122,6 +122,54 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+# flag (argparse dest) -> (Grid field, parser of a comma-separated list)
+_GRID_FLAGS = {
+    "sizes": ("limit_side_len", _list_of(int, "integers")),
+    "thresh": ("thresh", _list_of(float, "numbers")),
+    "box_thresh": ("box_thresh", _list_of(float, "numbers")),
+    "unclip_ratio": ("unclip_ratio", _list_of(float, "numbers")),
+    "dilation": ("use_dilation", _list_of(_on_off, "on/off values")),
+    "score_mode": ("score_mode", _list_of(_score_mode, "score modes")),
+}
+
+
+def _grid_of_recipe(path: str) -> dict:
+    """The ``tune`` section of a recipe, as flag values (the file's lists read as the flags read theirs)."""
+    from ..training.recipe import read_recipe
+
+    section = read_recipe(path).get("tune") or {}
+    values = {}
+    for raw, value in section.items():
+        key = str(raw).replace("-", "_")
+        if key == "limit_type":
+            values[key] = value
+            continue
+        if key not in _GRID_FLAGS:
+            raise ValueError(f"{path}: tune: unknown setting '{raw}' (known: limit_type, {', '.join(_GRID_FLAGS)})")
+        items = value if isinstance(value, list) else [value]
+        text = ",".join(("on" if v else "off") if isinstance(v, bool) else str(v) for v in items)
+        try:
+            values[key] = _GRID_FLAGS[key][1](text)
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"{path}: tune: {raw}: {exc}") from None
+    return values
+
+
+def _grid(args) -> Grid:
+    """The grid: flags, over the --config file's 'tune' section, over the defaults."""
+    from_file = _grid_of_recipe(args.config) if args.config else {}
+    if args.limit_type is None and "limit_type" in from_file:
+        args.limit_type = from_file["limit_type"]
+    chosen = {}
+    for flag, (field, _) in _GRID_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            value = from_file.get(flag)
+        if value is not None:
+            chosen[field] = value
+    return Grid(**chosen)
+
+
 def run(args) -> int:
     """``dbdetect tune``: search, print, and optionally write the tuned checkpoint."""
     import time
@@ -130,14 +178,7 @@ def run(args) -> int:
 
     from ..data import load_samples
 
-    grid = Grid(
-        limit_side_len=args.sizes,
-        thresh=args.thresh,
-        box_thresh=args.box_thresh,
-        unclip_ratio=args.unclip_ratio,
-        use_dilation=args.dilation,
-        score_mode=args.score_mode,
-    )
+    grid = _grid(args)
     # fail before the long search, not after it
     if args.out:
         _check_writable_source(args.model)
