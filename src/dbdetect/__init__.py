@@ -21,6 +21,7 @@ _LAZY = {
     "Detection": "dbdetect.detector",
     "to_json": "dbdetect.detector",
     "draw": "dbdetect.visualize",
+    "crop": "dbdetect.crops",
     "load_image": "dbdetect.imageio",
 }
 

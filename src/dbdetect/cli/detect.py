@@ -37,6 +37,13 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, help="write JSON lines here instead of stdout")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out file")
     p.add_argument("--vis", type=Path, metavar="DIR", help="write pictures with the detections drawn into DIR")
+    p.add_argument(
+        "--crops",
+        type=Path,
+        metavar="DIR",
+        help="write each detection as an upright, rectified crop into DIR (IMAGE_0.png, IMAGE_1.png, ...; "
+        "each JSON line lists its crops)",
+    )
     p.add_argument("--box-type", choices=("quad", "poly"), default="quad")
     p.add_argument("--limit-side-len", type=int, help="resize limit (default: the model's)")
     p.add_argument("--limit-type", choices=("max", "min"), help="'max' caps the long side, 'min' raises the short side")
@@ -103,14 +110,18 @@ def _collect(paths: list[str]) -> tuple[list[tuple[Path, Path]], list[str]]:
     return found, errors
 
 
-def _vis_path(vis_dir: Path, rel: Path, taken: set) -> Path:
-    base = vis_dir / rel.parent / f"{rel.stem}_det.jpg"
+def _unique(base: Path, taken: set) -> Path:
+    """``base``, or ``base`` with a number added to its stem when another input already took it."""
     out, n = base, 1
     while out in taken:
-        out = base.with_name(f"{rel.stem}_det{n}.jpg")
+        out = base.with_name(f"{base.stem}{n}{base.suffix}")
         n += 1
     taken.add(out)
     return out
+
+
+def _vis_path(vis_dir: Path, rel: Path, taken: set) -> Path:
+    return _unique(vis_dir / rel.parent / f"{rel.stem}_det.jpg", taken)
 
 
 def _looks_like_address(text: str) -> bool:
@@ -140,21 +151,48 @@ def _detector_kwargs(args) -> dict:
     )
 
 
-def _write_vis(args, path: Path, rel: Path, dets, inputs: set, taken: set) -> None:
+def _checked_out(dst: Path, inputs: set, what: str) -> Path:
+    from ..errors import UserError
+
+    if dst.resolve() in inputs:
+        raise UserError(f"{what} {dst} would overwrite an input image")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    return dst
+
+
+def _write_png(dst: Path, rgb) -> None:
     import cv2
 
-    from ..errors import UserError
+    ok, buf = cv2.imencode(".png", rgb[:, :, ::-1])
+    if ok:
+        buf.tofile(str(dst))
+
+
+def _write_pictures(args, path: Path, rel: Path, dets, inputs: set, taken: set) -> list[str]:
+    """``--vis`` and ``--crops`` of one image; returns the crops' paths."""
+    import cv2
+
+    from ..crops import crop
     from ..imageio import load_image
     from ..visualize import draw
 
-    dst = _vis_path(args.vis, rel, taken)
-    if dst.resolve() in inputs:
-        raise UserError(f"visualisation {dst} would overwrite an input image")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    # Decoded again here rather than kept from the pipeline: only --vis pays for it.
-    ok, buf = cv2.imencode(".jpg", draw(load_image(path), dets)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
-    if ok:
-        buf.tofile(str(dst))
+    # Decoded again here rather than kept from the pipeline: only --vis and --crops pay for it.
+    image = load_image(path)
+    if args.vis is not None:
+        dst = _checked_out(_vis_path(args.vis, rel, taken), inputs, "visualisation")
+        ok, buf = cv2.imencode(".jpg", draw(image, dets)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if ok:
+            buf.tofile(str(dst))
+    if args.crops is None:
+        return []
+    # one stem per image, so two inputs named alike never share crop names
+    stem = _unique(args.crops / rel.parent / rel.stem, taken)
+    written = []
+    for k, piece in enumerate(crop(image, dets)):
+        dst = _checked_out(stem.with_name(f"{stem.name}_{k}.png"), inputs, "crop")
+        _write_png(dst, piece)
+        written.append(str(dst))
+    return written
 
 
 def run(args) -> int:
@@ -170,6 +208,8 @@ def run(args) -> int:
             raise UserError(f"{flag} must be >= 1, got {value}")
     if args.resume and args.out is None:
         raise UserError("--resume needs --out (the results file or folder of the interrupted run)")
+    if args.ray is not None and (args.crops is not None or args.vis is not None):
+        raise UserError("--crops and --vis write files on this machine: run them without --ray")
     items, errors = _collect(args.paths)
     for e in errors:
         print(f"dbdetect detect: error: {e}", file=sys.stderr)
@@ -237,12 +277,14 @@ def _run_local(args, items, errors, inputs) -> int:
                 "polygons": [d.to_dict()["polygon"] for d in res.detections],
                 "scores": [d.to_dict()["score"] for d in res.detections],
             }
+            if args.vis is not None or args.crops is not None:
+                crops = _write_pictures(args, path, rel, res.detections, inputs, taken)
+                if args.crops is not None:
+                    rec["crops"] = crops
             if out is not None:
                 out.write_record(rec)
             else:
                 print(json.dumps(rec, ensure_ascii=False), flush=True)
-            if args.vis is not None:
-                _write_vis(args, path, rel, res.detections, inputs, taken)
     finally:
         if out is not None:
             out.close()
