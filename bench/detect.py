@@ -103,8 +103,8 @@ def no_spinning(det, path: Path, threads: int) -> None:
     """Rebuild the session of ``det`` (an onnxruntime Detector of ``path``) with :func:`blocking_options`."""
     import onnxruntime as ort
 
-    providers = det._session.session.get_providers()
-    det._session.session = ort.InferenceSession(str(path), blocking_options(threads), providers=providers)
+    providers = det.runtime.session.session.get_providers()
+    det.runtime.session.session = ort.InferenceSession(str(path), blocking_options(threads), providers=providers)
 
 
 def staged(det, path, clock: dict) -> list:

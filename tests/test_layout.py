@@ -40,6 +40,7 @@ FLOORS = [
             "dbdetect.memory",
             "dbdetect.jsonl",
             "dbdetect.files",
+            "dbdetect.defaults",
             "dbdetect.errors",
             "dbdetect._native",
         ],

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import threading
@@ -24,7 +23,8 @@ from . import postprocess
 from .imageio import ImageLike, load_image
 from .memory import keep_freed_memory
 from .preprocess import prepare
-from .runtime.torchscript import SUFFIX as TORCHSCRIPT
+from .runtime.base import Runtime, check_device
+from .runtime.choose import open_runtime
 
 __all__ = ["Detection", "Detector", "detect", "to_json"]
 
@@ -57,33 +57,6 @@ class Detection:
 def to_json(dets: Sequence[Detection], **extra: Any) -> str:
     """Serialise detections as one JSON object: ``{..extra, "detections": [{"polygon", "score"}, ...]}``."""
     return json.dumps({**extra, "detections": [d.to_dict() for d in dets]}, ensure_ascii=False)
-
-
-def _check_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested, but this torch build sees no CUDA GPU; use device='cpu'")
-    return dev
-
-
-def _is_file_of(model: object, suffix: str) -> bool:
-    return isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(suffix)
-
-
-def _pick_backend(model: object, backend: str | None) -> str:
-    is_onnx = _is_file_of(model, ".onnx")
-    if backend is None:
-        return "onnxruntime" if is_onnx else "torch"
-    if backend not in ("torch", "onnxruntime"):
-        raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
-    if is_onnx and backend == "torch":
-        raise ValueError(f"{model} is an ONNX file: it runs with backend='onnxruntime', not 'torch'")
-    if _is_file_of(model, TORCHSCRIPT) and backend == "onnxruntime":
-        raise ValueError(f"{model} is a torch int8 (TorchScript) file: it runs with backend='torch'")
-    return backend
 
 
 class Detector:
@@ -140,29 +113,22 @@ class Detector:
         num_threads: int | None = None,
         backend: str | None = None,
     ):
-        self.backend = _pick_backend(model, backend)
-        self._session: Any = None  # an OnnxSession when backend == "onnxruntime"
-        self.model: Any = None  # a torch module or a TorchScript int8 module otherwise
-        if _check_device(device).type == "cpu":
+        if check_device(device).type == "cpu":
             keep_freed_memory()  # pre-processing's arrays too, not only torch's feature maps
-        if self.backend == "onnxruntime":
-            from .runtime.onnx import open_session
-
-            self.device = _check_device(device)
-            explicit = dict(
-                limit_side_len=limit_side_len,
-                limit_type=limit_type,
-                thresh=thresh,
-                box_thresh=box_thresh,
-                unclip_ratio=unclip_ratio,
-                use_dilation=use_dilation,
-                score_mode=score_mode,
-                max_candidates=max_candidates,
-            )
-            self._session, self.cfg = open_session(model, str(self.device), num_threads, explicit)
-            self.model = None
-        else:
-            self._init_torch(model, device, num_threads)
+        explicit = dict(
+            limit_side_len=limit_side_len,
+            limit_type=limit_type,
+            thresh=thresh,
+            box_thresh=box_thresh,
+            unclip_ratio=unclip_ratio,
+            use_dilation=use_dilation,
+            score_mode=score_mode,
+            max_candidates=max_candidates,
+        )
+        self.runtime: Runtime = open_runtime(model, backend, device, num_threads, explicit)
+        self.backend = self.runtime.backend
+        self.device = self.runtime.device
+        self.cfg = self.runtime.cfg
         self._init_settings(
             limit_side_len,
             limit_type,
@@ -177,39 +143,16 @@ class Detector:
             channel_order,
         )
 
-    def _init_torch(
-        self, model: str | os.PathLike[str] | torch.nn.Module, device: str, num_threads: int | None
-    ) -> None:
-        from . import models
+    @property
+    def model(self) -> Any:
+        """The torch module that runs (None on onnxruntime); assignable, for benchmarks that swap it."""
+        return getattr(self.runtime, "module", None)
 
-        if _is_file_of(model, TORCHSCRIPT) and not isinstance(model, torch.nn.Module):
-            self._init_torchscript(model, device, num_threads)
-            return
-        if isinstance(model, torch.nn.Module):
-            # A copy: fusing BatchNorm must not touch a model that is still training.
-            net = copy.deepcopy(model)
-            models.cfg_of(net)  # TypeError now, not at the first call, when it has no cfg
-        else:
-            net = models.create(model, pretrained=True)
-        self.device = _check_device(device)
-        if num_threads is not None:
-            torch.set_num_threads(int(num_threads))
-        self.cfg = models.cfg_of(net)
-        # Folding BatchNorm once here removes a third of the eager ops per call.
-        self.model = models.fuse(net.eval()).to(self.device)
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-
-    def _init_torchscript(self, path: str | os.PathLike[str], device: str, num_threads: int | None) -> None:
-        """A torch int8 file of :func:`dbdetect.deploy.torch_int8.quantize_torch`: x86 int8 kernels, CPU only."""
-        from .runtime.torchscript import load
-
-        self.device = _check_device(device)
-        if self.device.type != "cpu":
-            raise ValueError(f"{path} holds x86 int8 kernels, which run on the CPU only; use device='cpu'")
-        if num_threads is not None:
-            torch.set_num_threads(int(num_threads))
-        self.model, self.cfg = load(path, check_cpu=True)
+    @model.setter
+    def model(self, module: Any) -> None:
+        if not hasattr(self.runtime, "module"):
+            raise AttributeError(f"a {self.backend} detector runs no torch module")
+        self.runtime.module = module
 
     def _init_settings(
         self,
@@ -266,16 +209,8 @@ class Detector:
     def _prepare(self, img: np.ndarray) -> np.ndarray:
         return prepare(img, self.cfg, self.limit_side_len, self.limit_type)
 
-    @torch.inference_mode()
     def _forward(self, batch: np.ndarray) -> np.ndarray:
-        if self._session is not None:
-            out = self._session(batch)
-        else:
-            x = torch.from_numpy(batch).to(self.device)
-            prob = self.model(x)
-            if isinstance(prob, dict):  # a model left in training mode by the caller
-                prob = prob["prob"]
-            out = prob[:, 0].float().cpu().numpy()
+        out = self.runtime(batch)
         # Post-processing reads only the rows near text, so a broken model
         # (NaN weights or input) would pass unnoticed there: check here.
         if np.isnan(out).any():

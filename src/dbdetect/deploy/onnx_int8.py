@@ -10,6 +10,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..files import check_out
 from ..runtime.metadata import META_KEY, cfg_to_json, with_defaults
@@ -46,7 +47,7 @@ _ALL_OPS = (
 _QTYPES = {"u8": "QUInt8", "s8": "QInt8"}
 
 
-def _read_fp32(onnx_path: Path):
+def _read_fp32(onnx_path: Path) -> Any:
     """(ModelProto, cfg or None, input name) of an fp32 DBNet ONNX file, checked."""
     sess = OnnxSession(onnx_path)
     return import_onnx().load(str(onnx_path)), sess.cfg, sess.input_name
@@ -63,9 +64,9 @@ def _check_quant_options(quant_format: str, nodes: str, activations: str, weight
 
 
 def quantize(
-    onnx_path: str | os.PathLike,
-    out_path: str | os.PathLike,
-    calibration_images: str | os.PathLike | Sequence[str | os.PathLike],
+    onnx_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    calibration_images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     n: int = 100,
     limit_side_len: int | None = None,
     limit_type: str | None = None,
@@ -167,10 +168,10 @@ def quantize(
     return out_path
 
 
-def _pooled_tensors(graph) -> set:
+def _pooled_tensors(graph: Any) -> set[str]:
     """Tensors that are (N, C, 1, 1) vectors: the global pools and the SE convs that follow them."""
     consts = {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    pooled: set = set()
+    pooled: set[str] = set()
     for node in graph.node:  # ONNX graphs are topologically sorted
         data = [i for i in node.input if i and i not in consts]
         if node.op_type == "GlobalAveragePool" or (data and all(i in pooled for i in data)):
@@ -178,7 +179,7 @@ def _pooled_tensors(graph) -> set:
     return pooled
 
 
-def _dense_convs(graph, keep_first: int = 3) -> list[str]:
+def _dense_convs(graph: Any, keep_first: int = 3) -> list[str]:
     """Conv nodes worth int8: groups == 1, >= 16 input channels, on feature maps.
 
     Left out: depthwise convolutions and the 3-channel stem (too little arithmetic
@@ -199,7 +200,7 @@ def _dense_convs(graph, keep_first: int = 3) -> list[str]:
     return keep[keep_first:]
 
 
-def _last_conv(graph) -> list[str]:
+def _last_conv(graph: Any) -> list[str]:
     """Name of the conv feeding the graph output (through its Sigmoid), if any."""
     producer = {o: n for n in graph.node for o in n.output}
     node = producer.get(graph.output[0].name)

@@ -24,6 +24,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,7 +79,7 @@ class _ScalarAffine(nn.Module):
         super().__init__()
         self.scale, self.bias, self.inplace = scale, bias, inplace
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.inplace:
             return x.mul_(self.scale).add_(self.bias)
         return x * self.scale + self.bias
@@ -96,11 +97,12 @@ class _ResidualSE(nn.Module):
         super().__init__()
         self.se = se
 
-    def forward(self, x):
-        return x + x * self.se.squeeze(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate: torch.Tensor = self.se.squeeze(x)  # type: ignore[operator]  # an nn.Module attribute
+        return x + x * gate
 
 
-def traceable(net: nn.Module, fp32_modules=()) -> nn.Module:
+def traceable(net: nn.Module, fp32_modules: Sequence[str] = ()) -> nn.Module:
     """A copy of the fused eval network that FX can trace and quantise faithfully.
 
     ``fp32_modules``: names that will stay fp32; their affines work in place.
@@ -125,14 +127,14 @@ def _check_observer(observer: str) -> None:
 
 def weight_qmax() -> int:
     """The largest int8 weight magnitude: 127, or 63 with 7-bit weights."""
-    return 2 ** (WEIGHT_BITS - 1) - 1
+    return int(2 ** (WEIGHT_BITS - 1) - 1)
 
 
 def deconv_names(net: nn.Module) -> list[str]:
     return [name for name, m in net.named_modules() if isinstance(m, nn.ConvTranspose2d)]
 
 
-def qconfig_mapping(fp32_modules=(), observer: str = DEFAULT_OBSERVER):
+def qconfig_mapping(fp32_modules: Sequence[str] = (), observer: str = DEFAULT_OBSERVER) -> Any:
     """Per-channel int8 weights, full-range uint8 activations (ranges by ``observer``); ``fp32_modules`` left out.
 
     The probability logits (:data:`PROB_LOGITS`) get the fixed range +-:data:`LOGIT_RANGE`.
@@ -174,8 +176,8 @@ def qconfig_mapping(fp32_modules=(), observer: str = DEFAULT_OBSERVER):
 
 def quantize_module(
     fused: nn.Module,
-    images,
-    fp32_modules=(),
+    images: Sequence[Any],
+    fp32_modules: Sequence[str] = (),
     progress: bool = False,
     fold_gates: bool = True,
     observer: str = DEFAULT_OBSERVER,
@@ -219,9 +221,9 @@ def quantize_module(
 
 
 def quantize_torch(
-    model: str | os.PathLike,
-    out_path: str | os.PathLike,
-    calibration_images: str | os.PathLike | Sequence[str | os.PathLike],
+    model: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    calibration_images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     n: int = 32,
     limit_side_len: int | None = None,
     fp32_modules: Sequence[str] | None = None,
@@ -239,7 +241,7 @@ def quantize_torch(
         out_path: the file to write (refused if it exists, unless ``overwrite``).
         calibration_images: a folder, a label file or a list of image paths;
             training images, never the images you will score. ``n`` of them,
-            evenly spread, set the activation ranges.
+            evenly spread, set[str] the activation ranges.
         limit_side_len: resize limit of the calibration images (default: the model's).
         fp32_modules: module names kept in fp32 (default :data:`DEFAULT_FP32`,
             those of them the model has; ``()`` quantises everything).

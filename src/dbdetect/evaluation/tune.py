@@ -31,7 +31,7 @@ import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -66,14 +66,14 @@ class Grid:
     12
     """
 
-    limit_side_len: tuple = (736, 960, 1280)
-    thresh: tuple = (0.2, 0.3)
-    box_thresh: tuple = (0.5, 0.6, 0.7)
-    unclip_ratio: tuple = (1.3, 1.5, 1.7)
-    use_dilation: tuple = (True, False)
-    score_mode: tuple = ("fast",)
+    limit_side_len: tuple[int, ...] = (736, 960, 1280)
+    thresh: tuple[float, ...] = (0.2, 0.3)
+    box_thresh: tuple[float, ...] = (0.5, 0.6, 0.7)
+    unclip_ratio: tuple[float, ...] = (1.3, 1.5, 1.7)
+    use_dilation: tuple[bool, ...] = (True, False)
+    score_mode: tuple[str, ...] = ("fast",)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for f in fields(self):
             values = getattr(self, f.name)
             values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
@@ -95,7 +95,7 @@ class Grid:
     def __len__(self) -> int:
         return len(self.limit_side_len) * len(self.post_settings())
 
-    def post_settings(self) -> list[dict]:
+    def post_settings(self) -> list[dict[str, Any]]:
         """The post-processing combinations searched for each input size."""
         return [
             dict(thresh=float(t), box_thresh=float(b), unclip_ratio=float(u), use_dilation=d, score_mode=m)
@@ -105,15 +105,15 @@ class Grid:
         ]
 
 
-def _is_exported(model) -> bool:
+def _is_exported(model: object) -> bool:
     """An ``.onnx`` or int8 ``.torchscript`` file: Detector runs it, but it has no checkpoint to copy."""
-    from ..detector import _is_file_of
+    from ..runtime.choose import is_file_of
     from ..runtime.torchscript import SUFFIX as TORCHSCRIPT
 
-    return _is_file_of(model, ".onnx") or _is_file_of(model, TORCHSCRIPT)
+    return is_file_of(model, ".onnx") or is_file_of(model, TORCHSCRIPT)
 
 
-def _as_module(model):
+def _as_module(model: Any) -> Any:
     """What tune runs: an unfused module, or an exported file as its path (Detector opens it)."""
     from torch import nn
 
@@ -130,7 +130,7 @@ def _as_module(model):
     return models.create(model, pretrained=True)
 
 
-def _check_writable_source(model) -> None:
+def _check_writable_source(model: object) -> None:
     if _is_exported(model):
         raise ValueError(
             f"{model} is an exported file: tune can score it, but writes settings only into a "
@@ -139,7 +139,7 @@ def _check_writable_source(model) -> None:
         )
 
 
-def _rows(grid: Grid, limit_type: str, counts: np.ndarray) -> list[dict]:
+def _rows(grid: Grid, limit_type: str, counts: np.ndarray) -> list[dict[str, Any]]:
     rows = []
     for k, size in enumerate(grid.limit_side_len):
         for j, post in enumerate(grid.post_settings()):
@@ -166,13 +166,13 @@ def _rows(grid: Grid, limit_type: str, counts: np.ndarray) -> list[dict]:
 
 
 def tune(
-    model: str | os.PathLike | torch.nn.Module,
+    model: str | os.PathLike[str] | torch.nn.Module,
     samples: Sequence[Sample],
-    grid: Grid | dict | None = None,
+    grid: Grid | dict[str, Any] | None = None,
     limit_type: str | None = None,
     device: str = "cpu",
     progress: bool = True,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Score every grid point on labelled samples (ICDAR 2015 protocol), best first.
 
     Each image is decoded once and goes through the network once per input
@@ -225,7 +225,7 @@ def tune(
     return _rows(grid, detectors[0].limit_type, counts)
 
 
-def _check_out(path, overwrite: bool) -> Path:
+def _check_out(path: str | os.PathLike[str], overwrite: bool) -> Path:
     path = Path(path)
     if path.exists() and not overwrite:
         raise ValueError(f"{path} exists: pass --overwrite (overwrite=True) to replace it, or choose another path")
@@ -235,11 +235,11 @@ def _check_out(path, overwrite: bool) -> Path:
 
 
 def save_tuned(
-    model: str | os.PathLike | torch.nn.Module,
-    settings: dict,
-    out: str | os.PathLike,
+    model: str | os.PathLike[str] | torch.nn.Module,
+    settings: dict[str, Any],
+    out: str | os.PathLike[str],
     overwrite: bool = False,
-    info: dict | None = None,
+    info: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint whose ``cfg`` carries ``settings`` (a :func:`tune` row).
 
@@ -250,7 +250,7 @@ def save_tuned(
 
     Args:
         model: checkpoint path, registry name or unfused ``nn.Module``.
-        settings: dict with the :data:`SETTING_KEYS` (extra keys are ignored).
+        settings: dict[str, Any] with the :data:`SETTING_KEYS` (extra keys are ignored).
         out: the new checkpoint file; never replaced unless ``overwrite``.
         info: stored under the checkpoint's ``"tuned"`` key (data, scores...).
 
@@ -288,7 +288,7 @@ def save_tuned(
     return out
 
 
-def format_table(rows: list[dict], show: int | None = None) -> str:
+def format_table(rows: list[dict[str, Any]], show: int | None = None) -> str:
     """The rows as a text table, best first, the best marked with ``*``."""
     head = (
         f"{'':2}{'side':>5} {'thresh':>6} {'box':>5} {'unclip':>6} {'dil':>4} {'score':>5} {'P':>7} {'R':>7} {'H':>7}"

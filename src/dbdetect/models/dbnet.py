@@ -20,28 +20,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..defaults import DBNET, PPOCR
 from .backbones import MobileNetV3, PPLCNetV3, resnet18, resnet50
 from .heads import DBHead
 from .necks import FPN
 from .registry import register_model
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-_PPOCR_CFG = dict(
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    channel_order="bgr",
-    stride=32,
-    limit_side_len=736,
-    limit_type="min",
-    thresh=0.3,
-    box_thresh=0.5,
-    unclip_ratio=1.6,
-    use_dilation=True,
-    score_mode="fast",
-    max_candidates=1000,
-)
+_PPOCR_CFG = PPOCR
 # Tuned for ppocrv4_ic15 with `dbdetect tune` on 100 held-out ICDAR 2015 training images
 # (img_901..img_1000): word-level boxes on small, blurred text want a larger input and a
 # stricter box score.
@@ -51,21 +36,7 @@ _PPOCR_IC15_CFG = dict(
 # Tuned for ppocrv4_td500 with `dbdetect tune` on 30 held-out MSRA-TD500 training images
 # (every 10th by name): the same as PP-OCR's but a lower binarisation threshold.
 _PPOCR_TD500_CFG = dict(_PPOCR_CFG, thresh=0.2, box_thresh=0.5, unclip_ratio=1.6, use_dilation=True)
-# Classic DBNet settings (Liao et al.; MhLiao/DB's ICDAR 2015 config) for models trained here.
-_DBNET_CFG = dict(
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    channel_order="rgb",
-    stride=32,
-    limit_side_len=736,
-    limit_type="min",
-    thresh=0.3,
-    box_thresh=0.6,
-    unclip_ratio=1.5,
-    use_dilation=False,
-    score_mode="fast",
-    max_candidates=1000,
-)
+_DBNET_CFG = DBNET
 
 # Bundled weight files of the pretrained entries.
 _WEIGHT_FILES = {

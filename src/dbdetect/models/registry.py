@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
-_MODELS: dict[str, Callable] = {}
+_MODELS: dict[str, Callable[..., Any]] = {}
 
 
-def register_model(fn: Callable) -> Callable:
+def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator: register ``fn`` under ``fn.__name__``.
 
     Args:
@@ -28,7 +28,7 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def get_entry(name: str) -> Callable:
+def get_entry(name: str) -> Callable[..., Any]:
     """The entry function registered as ``name``.
 
     Raises:

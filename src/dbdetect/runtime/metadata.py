@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import warnings
 
+from ..defaults import PPOCR
+
 META_KEY = "dbdetect.cfg"
 # Bumped when the meaning of the stored cfg changes.
 META_VERSION = 1
@@ -20,22 +22,7 @@ INSTALL_HINT = 'pip install "dbdetect[onnx]"'
 # What a DBNet ONNX without dbdetect metadata is assumed to want: the PP-OCR
 # conventions (BGR, ImageNet mean/std, short side 736), since PaddleOCR's own
 # exports are the DBNet ONNX files found in the wild.
-FOREIGN_DEFAULTS = dict(
-    name=None,
-    arch=None,
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
-    channel_order="bgr",
-    stride=32,
-    limit_side_len=736,
-    limit_type="min",
-    thresh=0.3,
-    box_thresh=0.5,
-    unclip_ratio=1.6,
-    use_dilation=True,
-    score_mode="fast",
-    max_candidates=1000,
-)
+FOREIGN_DEFAULTS = dict(name=None, arch=None, **PPOCR)
 _CFG_KEYS = tuple(FOREIGN_DEFAULTS) + ("arch_kwargs",)
 
 

@@ -21,8 +21,9 @@ import hashlib
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ DEFAULT_OPSET = 17
 _TRACE_SHAPE = (1, 3, 96, 128)
 
 
-def import_onnx():
+def import_onnx() -> Any:
     try:
         import onnx
     except ImportError as exc:
@@ -45,7 +46,7 @@ def import_onnx():
     return onnx
 
 
-def save_atomic(model_proto, path: Path, check=None) -> None:
+def save_atomic(model_proto: Any, path: Path, check: Callable[[Path], object] | None = None) -> None:
     """Save through :func:`atomic_file`, running ``check(tmp_path)`` before the rename."""
     onnx = import_onnx()
     with atomic_file(path) as tmp:
@@ -54,7 +55,7 @@ def save_atomic(model_proto, path: Path, check=None) -> None:
             check(tmp)
 
 
-def set_metadata(model_proto, key: str, value: str) -> None:
+def set_metadata(model_proto: Any, key: str, value: str) -> None:
     """Set (or replace) one ``metadata_props`` entry of an ONNX ModelProto."""
     for p in model_proto.metadata_props:
         if p.key == key:
@@ -63,7 +64,7 @@ def set_metadata(model_proto, key: str, value: str) -> None:
     model_proto.metadata_props.add(key=key, value=value)
 
 
-def _load_torch_model(model) -> torch.nn.Module:
+def _load_torch_model(model: Any) -> torch.nn.Module:
     import torch
 
     from .. import models
@@ -77,7 +78,7 @@ def _load_torch_model(model) -> torch.nn.Module:
     return models.create(model, pretrained=True)
 
 
-def _drop_identities(graph) -> None:
+def _drop_identities(graph: Any) -> None:
     """Remove Identity nodes (the legacy exporter leaves them for shared weights)."""
     outputs = {o.name for o in graph.output}
     rename: dict[str, str] = {}
@@ -109,8 +110,8 @@ def _verify(net: torch.nn.Module, path: Path, tol: float = 1e-4) -> float:
 
 
 def to_onnx(
-    model: str | os.PathLike | torch.nn.Module,
-    path: str | os.PathLike,
+    model: str | os.PathLike[str] | torch.nn.Module,
+    path: str | os.PathLike[str],
     opset: int = DEFAULT_OPSET,
     overwrite: bool = False,
     verify: bool = True,
@@ -181,7 +182,7 @@ def _has_ort() -> bool:
     return True
 
 
-def import_onnxruntime():
+def import_onnxruntime() -> Any:
     """``onnxruntime``, or an ImportError that says which extra to install."""
     try:
         import onnxruntime
@@ -190,7 +191,7 @@ def import_onnxruntime():
     return onnxruntime
 
 
-def _providers(ort, device: str) -> list[str]:
+def _providers(ort: Any, device: str) -> list[str]:
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device.startswith("cuda"):
@@ -215,7 +216,7 @@ class OnnxSession:
         cfg: the dbdetect cfg stored in the file, or ``None`` for a foreign file.
     """
 
-    def __init__(self, path, device: str = "cpu", num_threads: int | None = None):
+    def __init__(self, path: str | os.PathLike[str], device: str = "cpu", num_threads: int | None = None) -> None:
         ort = import_onnxruntime()
         self.path = Path(path)
         if not self.path.is_file():
@@ -258,7 +259,7 @@ class OnnxSession:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Probability maps, float32 (N, H, W), for a float32 (N, 3, H, W) batch."""
-        prob = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+        prob: np.ndarray = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
         return prob[:, 0] if prob.ndim == 4 else prob
 
 
@@ -271,7 +272,7 @@ def cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "dbdetect") / "onnx"
 
 
-def weights_hash(module) -> str:
+def weights_hash(module: torch.nn.Module) -> str:
     """A short hash of a model's weights (state dict names, shapes and bytes)."""
     h = hashlib.sha256()
     for k, v in module.state_dict().items():
@@ -281,22 +282,25 @@ def weights_hash(module) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_export(net, opset: int) -> Path:
+def cached_export(net: torch.nn.Module, opset: int) -> Path:
     """The cached ONNX export of ``net`` (an eval-mode DBNet with a cfg), exporting it if needed.
 
     The file name is keyed on the registry name, the weights hash, the opset
     and the dbdetect version, so a retrained checkpoint never reuses a stale file.
     """
     from .. import __version__
+    from ..models import cfg_of
 
-    name = str(net.cfg.get("name") or "model")
+    name = str(cfg_of(net).get("name") or "model")
     path = cache_dir() / f"{name}-{weights_hash(net)}-opset{opset}-v{__version__}.onnx"
     if not path.is_file():
         to_onnx(net, path, opset=opset)
     return path
 
 
-def open_session(model, device: str, num_threads: int | None, explicit: dict, opset: int | None = None):
+def open_session(
+    model: Any, device: str, num_threads: int | None, explicit: dict[str, Any], opset: int | None = None
+) -> tuple[OnnxSession, dict[str, Any]]:
     """(OnnxSession, cfg) for a Detector: an .onnx file as is, anything else exported to the cache.
 
     Args:
@@ -325,3 +329,20 @@ def open_session(model, device: str, num_threads: int | None, explicit: dict, op
     path = cached_export(net, opset or DEFAULT_OPSET)
     sess = OnnxSession(path, device, num_threads)
     return sess, with_defaults(sess.cfg, str(path), explicit)
+
+
+class OnnxRuntime:
+    """An onnxruntime session of an ``.onnx`` file, or of any other model exported to the cache first."""
+
+    backend = "onnxruntime"
+
+    def __init__(
+        self, model: Any, device: str = "cpu", num_threads: int | None = None, explicit: dict[str, Any] | None = None
+    ) -> None:
+        from .base import check_device
+
+        self.device = check_device(device)
+        self.session, self.cfg = open_session(model, str(self.device), num_threads, explicit or {})
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session(batch)

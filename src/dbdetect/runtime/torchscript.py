@@ -8,14 +8,18 @@ checks against the running CPU (:mod:`dbdetect.runtime.int8_cpu`).
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..files import atomic_file
 from . import int8_cpu
+from .base import check_device
 from .metadata import cfg_from_json, cfg_to_json
 
 SUFFIX = ".torchscript"  # how Detector and dbdetect export recognise these files
@@ -62,3 +66,26 @@ def load(path, check_cpu: bool = False) -> tuple[torch.jit.ScriptModule, dict]:
     if check_cpu:
         int8_cpu.check_file(path, module, json.loads(extra[EXTRA_QUANT] or "{}"))
     return module.eval(), cfg_from_json(extra[EXTRA_CFG], str(path))
+
+
+class TorchScriptRuntime:
+    """A torch int8 file of :func:`dbdetect.deploy.torch_int8.quantize_torch`: x86 int8 kernels, CPU only.
+
+    The file is checked against this CPU first (:func:`dbdetect.runtime.int8_cpu.check_file`).
+    """
+
+    backend = "torch"
+
+    def __init__(self, path: str | os.PathLike[str], device: str = "cpu", num_threads: int | None = None) -> None:
+        self.device = check_device(device)
+        if self.device.type != "cpu":
+            raise ValueError(f"{path} holds x86 int8 kernels, which run on the CPU only; use device='cpu'")
+        if num_threads is not None:
+            torch.set_num_threads(int(num_threads))
+        self.module: Any
+        self.module, self.cfg = load(path, check_cpu=True)
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self.module(torch.from_numpy(batch))[:, 0].float().numpy()
+        return out
