@@ -167,3 +167,27 @@ def test_old_import_paths_still_work():
     from dbdetect.export import DEFAULT_OPSET, calibration_paths, quantize, to_onnx  # noqa: F401
     from dbdetect.int8_torch import quantize_torch  # noqa: F401
     from dbdetect.train import HPARAMS, add_parser, lr_lambda_factory, make_loss, plot_metrics, run  # noqa: F401
+
+
+# every name the README and the docs tell users to import
+DOCUMENTED = {
+    "dbdetect": ["detect", "Detector", "Detection", "draw", "crop", "to_json", "load_image", "models", "__version__"],
+    "dbdetect.models": ["create", "list_models", "register_model", "DBNet", "fuse", "cfg_of"],
+    "dbdetect.export": ["to_onnx", "quantize", "calibration_paths", "DEFAULT_OPSET"],
+    "dbdetect.tune": ["tune", "save_tuned", "Grid", "format_table"],
+    "dbdetect.evaluate": ["evaluate_model"],
+    "dbdetect.training": ["fit", "FitResult", "read_recipe", "HPARAMS"],
+    "dbdetect.pipeline": ["detect_stream"],
+    "dbdetect.distributed": ["detect_dataset"],
+    "dbdetect.cli": ["main", "build_parser", "UserError"],
+    "dbdetect.data": ["load_samples", "Sample", "FORMATS"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(DOCUMENTED))
+def test_every_documented_name_imports(module):
+    import importlib
+
+    mod = importlib.import_module(module)
+    missing = [n for n in DOCUMENTED[module] if not hasattr(mod, n)]
+    assert not missing, f"{module} lacks {missing}"

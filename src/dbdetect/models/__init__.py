@@ -22,7 +22,7 @@ from .registry import get_entry, list_models, register_model
 __all__ = ["cfg_of", "create", "list_models", "fuse", "register_model", "DBNet", "weights_dir"]
 
 
-def create(name_or_path: str | os.PathLike, pretrained: bool = True, **kw: Any) -> nn.Module:
+def create(name_or_path: str | os.PathLike[str], pretrained: bool = True, **kw: Any) -> nn.Module:
     """Build a model by registry name, or load a training checkpoint.
 
     Args:
@@ -40,17 +40,24 @@ def create(name_or_path: str | os.PathLike, pretrained: bool = True, **kw: Any) 
         FileNotFoundError: bundled weights missing.
     """
     if isinstance(name_or_path, str) and name_or_path in list_models():
-        return get_entry(name_or_path)(pretrained=pretrained, **kw)
+        return _built(get_entry(name_or_path)(pretrained=pretrained, **kw))
     path = Path(name_or_path)
     if path.suffix in (".pt", ".pth", ".ckpt") or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         return _load_checkpoint(path, **kw)
     # Neither a known name nor a file: get_entry raises the error listing the known names.
-    return get_entry(str(name_or_path))(pretrained=pretrained, **kw)
+    return _built(get_entry(str(name_or_path))(pretrained=pretrained, **kw))
 
 
-def _load_checkpoint(path: Path, **kw) -> nn.Module:
+def _built(model: object) -> nn.Module:
+    """A registry entry's result, checked to be a network (a plug-in entry may return anything)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"a registry entry must return an nn.Module, got {type(model).__name__}")
+    return model
+
+
+def _load_checkpoint(path: Path, **kw: Any) -> nn.Module:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors alike: the file is not ours
@@ -62,11 +69,11 @@ def _load_checkpoint(path: Path, **kw) -> nn.Module:
     return from_checkpoint(ckpt, **kw)
 
 
-def from_checkpoint(ckpt: dict, **kw) -> nn.Module:
+def from_checkpoint(ckpt: dict[str, Any], **kw: Any) -> nn.Module:
     """The model a loaded checkpoint dict describes: its architecture, weights and cfg."""
     cfg = dict(ckpt.get("cfg") or {})
     arch_kwargs = dict(cfg.get("arch_kwargs") or {}, **kw)
-    model = get_entry(ckpt["arch"])(pretrained=False, **arch_kwargs)
+    model = _built(get_entry(ckpt["arch"])(pretrained=False, **arch_kwargs))
     model.load_state_dict(ckpt["model"], strict=True)
     if cfg:
         model.cfg.update(cfg)
