@@ -23,6 +23,7 @@ FLOORS = [
         + ["dbdetect.distributed", "dbdetect.evaluate", "dbdetect.tune", "dbdetect.losses", "dbdetect.ema"],
     ),
     ("training", ["dbdetect.training"]),
+    ("serve", ["dbdetect.serve"]),
     ("evaluation", ["dbdetect.evaluation"]),
     ("scale", ["dbdetect.scale"]),
     ("deploy", ["dbdetect.deploy"]),

@@ -1,4 +1,4 @@
-"""The ``dbdetect`` command line: ``detect``, ``train``, ``eval``, ``tune`` and ``export``.
+"""The ``dbdetect`` command line: ``detect``, ``train``, ``eval``, ``tune``, ``export`` and ``serve``.
 
 Each subcommand is a module of this package that registers itself through
 ``add_parser(subparsers)``; this file only wires them together and turns user
@@ -21,6 +21,7 @@ _SUBCOMMANDS = {
     "eval": "dbdetect.cli.eval",
     "tune": "dbdetect.cli.tune",
     "export": "dbdetect.cli.export",
+    "serve": "dbdetect.cli.serve",
 }
 
 
