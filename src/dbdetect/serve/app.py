@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -54,12 +55,24 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
-def create_app(settings: ServeSettings | None = None, engine: Engine | None = None) -> FastAPI:
+def local_batcher(engine: Engine, cfg: ServeSettings, metrics: Metrics) -> MicroBatcher:
+    """The in-process micro-batcher (the default of :func:`create_app`)."""
+    streams = cfg.streams_and_threads()[0]
+    return MicroBatcher(engine.forward, engine.boxes, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue, metrics, streams)
+
+
+def create_app(
+    settings: ServeSettings | None = None,
+    engine: Engine | None = None,
+    batcher: Callable[[Engine, ServeSettings, Metrics], Any] = local_batcher,
+) -> FastAPI:
     """The service as an ASGI app (run it with uvicorn, or ``dbdetect serve``).
 
     Args:
         settings: model, limits and security (:class:`ServeSettings`; default: its defaults).
         engine: the detector to serve; default: one built from ``settings`` at start-up.
+        batcher: builds what gathers images into forward passes; default the in-process
+            :class:`~dbdetect.serve.batcher.MicroBatcher` (Ray Serve passes its ``@serve.batch``).
     """
     cfg = settings or ServeSettings()
     metrics = Metrics()
@@ -69,14 +82,14 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
     async def lifespan(app: FastAPI) -> Any:
         eng: Engine = engine if engine is not None else await asyncio.to_thread(Engine.from_settings, cfg)
         await asyncio.to_thread(eng.warm_up)
-        batcher = MicroBatcher(eng.forward, eng.boxes, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue, metrics)
-        batcher.start()
-        state.update(engine=eng, batcher=batcher, ready=True)
+        gather = batcher(eng, cfg, metrics)
+        gather.start()
+        state.update(engine=eng, batcher=gather, ready=True)
         try:
             yield
         finally:
             state["ready"] = False
-            await batcher.stop()
+            await gather.stop()
 
     app = FastAPI(
         title="dbdetect",
@@ -149,8 +162,7 @@ def create_app(settings: ServeSettings | None = None, engine: Engine | None = No
             )
         if not state["ready"]:
             raise BadRequest(503, "the model is loading", {"Retry-After": RETRY_AFTER_S})
-        batcher: MicroBatcher = state["batcher"]
-        if batcher.waiting >= cfg.max_queue:  # refuse before reading the body
+        if state["batcher"].waiting >= cfg.max_queue:  # refuse before reading the body
             raise _queue_full(cfg)
         uploads, fields = await _read_uploads(request)
         post, vis = parse_settings({**fields, **query})

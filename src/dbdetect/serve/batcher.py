@@ -4,7 +4,7 @@ Requests put prepared images on one queue. A single worker task takes the first,
 waits up to ``max_wait_ms`` for more (at most ``max_batch``), stacks the ones whose
 network input has the same shape (no padding, so each result equals a single
 :class:`dbdetect.Detector` call) and runs the forward pass and the
-post-processing in one inference thread. Meanwhile the next batch gathers.
+post-processing in one inference thread per stream. Meanwhile the next batch gathers.
 A full queue refuses at once (:class:`QueueFull`); a request that gives up
 (timeout, disconnected client) cancels its job, which the worker then skips.
 """
@@ -45,24 +45,35 @@ Boxes = Callable[[np.ndarray, tuple[int, int], dict[str, Any]], Any]
 
 class MicroBatcher:
     def __init__(
-        self, forward: Forward, boxes: Boxes, max_batch: int, max_wait_ms: float, max_queue: int, metrics: Metrics
+        self,
+        forward: Forward,
+        boxes: Boxes,
+        max_batch: int,
+        max_wait_ms: float,
+        max_queue: int,
+        metrics: Metrics,
+        streams: int = 1,
     ) -> None:
         self.forward, self.boxes = forward, boxes
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000.0
         self.max_queue, self.metrics = max_queue, metrics
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.waiting = 0  # jobs put and not yet taken by the worker
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="dbdetect-inference")
-        self.task: asyncio.Task[None] | None = None
+        # on a CPU, two forward passes of half the threads each beat one of all (dbdetect.pipeline)
+        self.streams = max(1, int(streams))
+        self.executor = ThreadPoolExecutor(self.streams, thread_name_prefix="dbdetect-inference")
+        self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._work())
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self._work()) for _ in range(self.streams)]
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
             try:
-                await self.task
+                await task
             except asyncio.CancelledError:
                 pass
         self.executor.shutdown(wait=True, cancel_futures=True)

@@ -25,8 +25,12 @@ class Engine:
 
     @classmethod
     def from_settings(cls, settings: ServeSettings) -> Engine:
-        kw = dict(settings.detector)
-        return cls(Detector(settings.model, device=settings.device, num_threads=settings.threads, **kw))
+        streams, threads = settings.streams_and_threads()
+        if streams > 1:
+            from ..pipeline import single_malloc_arena
+
+            single_malloc_arena()  # concurrent passes in one arena: no per-thread heaps that only grow
+        return cls(Detector(settings.model, device=settings.device, num_threads=threads, **dict(settings.detector)))
 
     def warm_up(self) -> None:
         """One forward pass, so the first request does not pay for lazy initialisation."""
