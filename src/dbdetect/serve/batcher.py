@@ -135,23 +135,26 @@ class MicroBatcher:
                         j.future.set_result(res)
 
     def _run(self, group: list[Job]) -> list[tuple[Any, dict[str, float]]]:
-        """Forward pass and post-processing of one same-shape group (in the inference thread)."""
-        started = time.perf_counter()
-        prob = self.forward(np.stack([j.x for j in group]))
-        network = time.perf_counter()
-        out = []
-        for j, p in zip(group, prob):
-            t0 = time.perf_counter()
-            dets = self.boxes(p, j.shape, j.post)
-            out.append(
-                (
-                    dets,
-                    {
-                        "queue_ms": (started - j.queued_at) * 1e3,
-                        "inference_ms": (network - started) * 1e3,
-                        "postprocess_ms": (time.perf_counter() - t0) * 1e3,
-                        "batch": float(len(group)),
-                    },
-                )
-            )
-        return out
+        return run_group(self.forward, self.boxes, group)
+
+
+def run_group(forward: Forward, boxes: Boxes, group: list[Job]) -> list[tuple[Any, dict[str, float]]]:
+    """Forward pass and post-processing of one same-shape group (in an inference thread).
+
+    Returns ``(detections, timings)`` per job, in order.
+    """
+    started = time.perf_counter()
+    prob = forward(np.stack([j.x for j in group]))
+    network = time.perf_counter()
+    out = []
+    for j, p in zip(group, prob):
+        t0 = time.perf_counter()
+        dets = boxes(p, j.shape, j.post)
+        timings = {
+            "queue_ms": (started - j.queued_at) * 1e3,
+            "inference_ms": (network - started) * 1e3,
+            "postprocess_ms": (time.perf_counter() - t0) * 1e3,
+            "batch": float(len(group)),
+        }
+        out.append((dets, timings))
+    return out

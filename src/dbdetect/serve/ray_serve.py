@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .app import create_app
+from .batcher import Job, run_group
 from .engine import Engine
 from .metrics import Metrics
 from .settings import ServeSettings
@@ -36,7 +37,7 @@ class ServeBatcher:
         self.engine, self.metrics = engine, metrics
 
         @serve.batch(max_batch_size=settings.max_batch, batch_wait_timeout_s=settings.max_wait_ms / 1000.0)
-        async def run(jobs: list[tuple[np.ndarray, tuple[int, int], dict[str, Any], float]]) -> list[Any]:
+        async def run(jobs: list[Job]) -> list[Any]:
             return await asyncio.to_thread(self._run, jobs)
 
         self._batched = run
@@ -48,32 +49,21 @@ class ServeBatcher:
         pass
 
     def submit(self, x: np.ndarray, shape: tuple[int, int], post: dict[str, Any]) -> asyncio.Future[Any]:
-        return asyncio.ensure_future(self._batched((x, shape, post, time.perf_counter())))
+        # the future is a placeholder: the job is answered by the batched call's own result
+        job = Job(x, shape, post, asyncio.get_running_loop().create_future())
+        return asyncio.ensure_future(self._batched(job))
 
-    def _run(self, jobs: list[tuple[np.ndarray, tuple[int, int], dict[str, Any], float]]) -> list[Any]:
+    def _run(self, jobs: list[Job]) -> list[Any]:
         """Same-shape images share a forward pass, as in the in-process batcher."""
         out: list[Any] = [None] * len(jobs)
         groups: dict[tuple[int, ...], list[int]] = {}
         for k, job in enumerate(jobs):
-            groups.setdefault(job[0].shape, []).append(k)
+            groups.setdefault(job.x.shape, []).append(k)
         for idx in groups.values():
             self.metrics.batch_size.observe(len(idx))
-            started = time.perf_counter()
-            prob = self.engine.forward(np.stack([jobs[k][0] for k in idx]))
-            network = time.perf_counter()
-            for k, p in zip(idx, prob):
-                x, shape, post, queued = jobs[k]
-                t0 = time.perf_counter()
-                dets = self.engine.boxes(p, shape, post)
-                out[k] = (
-                    dets,
-                    {
-                        "queue_ms": (started - queued) * 1e3,
-                        "inference_ms": (network - started) * 1e3,
-                        "postprocess_ms": (time.perf_counter() - t0) * 1e3,
-                        "batch": float(len(idx)),
-                    },
-                )
+            results = run_group(self.engine.forward, self.engine.boxes, [jobs[k] for k in idx])
+            for k, res in zip(idx, results):
+                out[k] = res
         return out
 
 
