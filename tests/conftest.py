@@ -20,3 +20,11 @@ def ic15():
     if not (IC15 / "test" / "images").is_dir():
         pytest.skip(f"ICDAR 2015 data not found at {IC15} (set DBDETECT_DATA)")
     return IC15
+
+
+@pytest.fixture(scope="session")
+def funsd():
+    folder = DATA / "funsd" / "train"
+    if not (folder / "annotations").is_dir():
+        pytest.skip(f"FUNSD data not found at {folder} (set DBDETECT_DATA)")
+    return folder

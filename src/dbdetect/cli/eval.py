@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from ..evaluation.protocol import evaluate_detections
+from ..evaluation.protocol import PROTOCOLS, evaluate_detections
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="dataset folder (images/ + gts/) or PaddleOCR label file")
     p.add_argument("--model", default="ppocrv4", help="model name or checkpoint path (default: ppocrv4)")
-    p.add_argument("--format", default="auto", help="label format: auto, icdar2015, polygon, totaltext, paddle")
+    p.add_argument("--format", default="auto", help="label format: auto, icdar2015, polygon, totaltext, paddle, funsd")
     p.add_argument("--root", default=None, help="image root for PaddleOCR label files")
     p.add_argument("--lenient", action="store_true", help="skip malformed label lines with a warning")
     p.add_argument("--limit-side-len", type=int, default=None, help="resize limit (default: the model's)")
@@ -39,6 +39,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         choices=("fast", "slow"),
         default=None,
         help="box score: mean over the bounding rectangle (fast) or the contour (slow) (default: the model's)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="icdar2015",
+        help="icdar2015 (default: polygons, greedy matching at IoU > 0.5, ### ignored) or doctr "
+        "(docTR's: straight boxes, Hungarian matching at IoU >= 0.5, recall, precision and mean IoU)",
     )
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -82,7 +89,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     dets = [det(s.image_path) for s in tqdm(samples, desc="eval", unit="img", disable=args.no_progress)]
     elapsed = time.perf_counter() - t0
-    res = evaluate_detections(samples, dets)
+    res = evaluate_detections(samples, dets, protocol=args.protocol)
     res = {
         "model": str(args.model),
         "backend": det.backend,
@@ -90,13 +97,22 @@ def run(args) -> int:
         "images": len(samples),
         "seconds": round(elapsed, 2),
         "settings": kw,
+        "protocol": args.protocol,
         **res,
     }
-    print(
-        f"precision {res['precision']:.4f}  recall {res['recall']:.4f}  hmean {res['hmean']:.4f}  "
-        f"({res['matched']} matched / {res['num_gt_care']} gt / {res['num_det_care']} det, {len(samples)} images, "
-        f"{1000 * elapsed / max(1, len(samples)):.0f} ms/image)"
-    )
+    ms = 1000 * elapsed / max(1, len(samples))
+    if args.protocol == "doctr":
+        print(
+            f"recall {res['recall']:.4f}  precision {res['precision']:.4f}  mean IoU {res['mean_iou']:.4f}  "
+            f"hmean {res['hmean']:.4f}  ({res['matched']} matched / {res['num_gt']} gt / {res['num_det']} det, "
+            f"{len(samples)} images, {ms:.0f} ms/image)"
+        )
+    else:
+        print(
+            f"precision {res['precision']:.4f}  recall {res['recall']:.4f}  hmean {res['hmean']:.4f}  "
+            f"({res['matched']} matched / {res['num_gt_care']} gt / {res['num_det_care']} det, "
+            f"{len(samples)} images, {ms:.0f} ms/image)"
+        )
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         action="append",
-        help="label format: auto, icdar2015, polygon, totaltext, paddle (default auto); "
+        help="label format: auto, icdar2015, polygon, totaltext, paddle, funsd (default auto); "
         "once for every set or once per --train",
     )
     p.add_argument(
@@ -96,6 +96,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--max-angle",
         type=float,
         help=f"largest random rotation of the augmentation, degrees (default {d['max_angle']:g})",
+    )
+    p.add_argument(
+        "--scan-prob",
+        type=float,
+        help="chance per sample of scanner artefacts (blur, noise, JPEG) for documents (default 0)",
     )
     p.add_argument(
         "--prob-loss",

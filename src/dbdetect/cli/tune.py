@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..evaluation.protocol import PROTOCOLS
 from ..evaluation.tune import (
     SETTING_KEYS,
     Grid,
@@ -108,11 +109,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=_list_of(_score_mode, "score modes"),
         help=f"box scoring: fast (bounding rectangle) and/or slow (the contour) (default {csv(g.score_mode)})",
     )
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=None,
+        help="the score to rank by: icdar2015 (default) or doctr (docTR's straight-box protocol, for documents)",
+    )
     p.add_argument("--out", default=None, help="write the best settings into this new checkpoint file")
     p.add_argument("--json", default=None, help="write every row (and the grid) as JSON here")
     p.add_argument("--overwrite", action="store_true", help="allow replacing an existing --out / --json")
     p.add_argument("--show", type=int, default=20, help="rows to print (default 20; 0 = all)")
-    p.add_argument("--format", default="auto", help="label format: auto, icdar2015, polygon, totaltext, paddle")
+    p.add_argument("--format", default="auto", help="label format: auto, icdar2015, polygon, totaltext, paddle, funsd")
     p.add_argument("--root", default=None, help="image root for PaddleOCR label files")
     p.add_argument("--lenient", action="store_true", help="skip malformed label lines with a warning")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
@@ -133,6 +140,10 @@ _GRID_FLAGS = {
 }
 
 
+# settings of the tune section that take one value
+_SCALARS = {"limit_type": ("min", "max"), "protocol": PROTOCOLS}
+
+
 def _grid_of_recipe(path: str) -> dict:
     """The ``tune`` section of a recipe, as flag values (the file's lists read as the flags read theirs)."""
     from ..training.recipe import read_recipe
@@ -141,11 +152,14 @@ def _grid_of_recipe(path: str) -> dict:
     values = {}
     for raw, value in section.items():
         key = str(raw).replace("-", "_")
-        if key == "limit_type":
+        if key in _SCALARS:
+            if value not in _SCALARS[key]:
+                raise ValueError(f"{path}: tune: {raw} must be one of {', '.join(_SCALARS[key])}, got {value!r}")
             values[key] = value
             continue
         if key not in _GRID_FLAGS:
-            raise ValueError(f"{path}: tune: unknown setting '{raw}' (known: limit_type, {', '.join(_GRID_FLAGS)})")
+            known = ", ".join([*_SCALARS, *_GRID_FLAGS])
+            raise ValueError(f"{path}: tune: unknown setting '{raw}' (known: {known})")
         items = value if isinstance(value, list) else [value]
         text = ",".join(("on" if v else "off") if isinstance(v, bool) else str(v) for v in items)
         try:
@@ -158,8 +172,9 @@ def _grid_of_recipe(path: str) -> dict:
 def _grid(args) -> Grid:
     """The grid: flags, over the --config file's 'tune' section, over the defaults."""
     from_file = _grid_of_recipe(args.config) if args.config else {}
-    if args.limit_type is None and "limit_type" in from_file:
-        args.limit_type = from_file["limit_type"]
+    for key in _SCALARS:
+        if getattr(args, key) is None and key in from_file:
+            setattr(args, key, from_file[key])
     chosen = {}
     for flag, (field, _) in _GRID_FLAGS.items():
         value = getattr(args, flag)
@@ -191,7 +206,8 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     net = _as_module(args.model)
     t0 = time.perf_counter()
-    rows = tune(net, samples, grid, limit_type=args.limit_type, device=args.device)
+    protocol = args.protocol or "icdar2015"
+    rows = tune(net, samples, grid, limit_type=args.limit_type, device=args.device, protocol=protocol)
     seconds = round(time.perf_counter() - t0, 1)
     print(format_table(rows, args.show or None))
     best = rows[0]
@@ -203,6 +219,7 @@ def run(args) -> int:
     info = {
         "data": str(args.data),
         "images": len(samples),
+        "protocol": protocol,
         "grid": asdict(grid),
         **{k: best[k] for k in ("precision", "recall", "hmean")},
     }

@@ -3,7 +3,7 @@
 >>> from dbdetect.data import load_samples, normalize   # doctest: +SKIP
 """
 
-from .readers import FORMATS, LabelError, Sample, load_samples, read_folder, read_paddle
+from .readers import FORMATS, LabelError, Sample, load_samples, read_folder, read_funsd, read_paddle
 from .transforms import augment, normalize
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "Sample",
     "load_samples",
     "read_folder",
+    "read_funsd",
     "read_paddle",
     "augment",
     "normalize",

@@ -28,6 +28,7 @@ class DetDataset(torch.utils.data.Dataset):
         shrink_ratio: DB shrink ratio for the targets.
         seed: base seed of the per-sample generators.
         max_angle: largest rotation of the augmentation, degrees.
+        scan_prob: chance of scanner artefacts (see :func:`~dbdetect.data.transforms.scan_artefacts`).
 
     Items are keyed by ``(index, epoch, repeat, size)`` (from
     :class:`EpochBatchSampler`; ``size`` None = the dataset's), ``(index,
@@ -44,6 +45,7 @@ class DetDataset(torch.utils.data.Dataset):
         shrink_ratio: float = 0.4,
         seed: int = 0,
         max_angle: float = 15.0,
+        scan_prob: float = 0.0,
     ):
         if size % 32:
             raise ValueError(f"training size must be a multiple of 32, got {size}")
@@ -54,6 +56,7 @@ class DetDataset(torch.utils.data.Dataset):
         self.shrink_ratio = shrink_ratio
         self.seed = seed
         self.max_angle = max_angle
+        self.scan_prob = scan_prob
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -71,7 +74,9 @@ class DetDataset(torch.utils.data.Dataset):
         if self.augment:
             # a first draw keeps the seed it always had (exact resume of older runs)
             rng = np.random.default_rng([self.seed, epoch, index] + ([repeat] if repeat else []))
-            img, polys, ignore = augment(img, polys, ignore, size, rng, max_angle=self.max_angle)
+            img, polys, ignore = augment(
+                img, polys, ignore, size, rng, max_angle=self.max_angle, scan_prob=self.scan_prob
+            )
         else:
             img, polys = resize_pad(img, polys, size)
         t = make_targets(polys, ignore, img.shape[:2], shrink_ratio=self.shrink_ratio)

@@ -28,9 +28,15 @@ Supported layouts (``load_samples(source, fmt=...)``):
     Image paths are relative to ``root`` when given, else to the label file's
     folder (absolute paths are used as they are).
 
-``auto`` (default) -- a file is read as ``paddle``; in a folder each label
-    file is read as ``totaltext`` when its first line starts with ``x:``,
-    else as ``icdar2015``.
+``funsd`` -- the FUNSD layout: ``DIR/images/name.png`` and
+    ``DIR/annotations/name.json``, ``{"form": [{"words": [{"box": [x0, y0, x1,
+    y1], "text": ...}, ...], ...}, ...]}``. Each word is one axis-aligned
+    box; words with empty text are skipped (FUNSD marks no don't-care).
+
+``auto`` (default) -- a file is read as ``paddle``; a folder whose
+    ``annotations/`` holds ``.json`` files and no ``.txt`` as ``funsd``; in
+    other folders each label file is read as ``totaltext`` when its first
+    line starts with ``x:``, else as ``icdar2015``.
 
 Malformed lines raise :class:`LabelError` naming ``file:line``; with
 ``lenient=True`` they are skipped with a warning instead.
@@ -50,7 +56,7 @@ import numpy as np
 
 from ..imageio import IMAGE_EXTENSIONS
 
-FORMATS = ("auto", "icdar2015", "polygon", "totaltext", "paddle")
+FORMATS = ("auto", "icdar2015", "polygon", "totaltext", "paddle", "funsd")
 DONT_CARE = "###"
 
 
@@ -291,12 +297,82 @@ def _parse_paddle_line(line: str, where: str, base: Path) -> Sample:
     return Sample(path if path.is_absolute() else base / path, polys, ignore, texts)
 
 
+def _parse_funsd(path: Path) -> tuple[list, list, list]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise LabelError(f"{path}: not valid UTF-8 ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise LabelError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("form"), list):
+        raise LabelError(f"{path}: a FUNSD annotation is an object with a 'form' list")
+    polys, texts = [], []
+    for e, entity in enumerate(doc["form"]):
+        words = entity.get("words", []) if isinstance(entity, dict) else None
+        if not isinstance(words, list):
+            raise LabelError(f"{path}: form[{e}] needs a 'words' list")
+        for w, word in enumerate(words):
+            where = f"{path}: form[{e}].words[{w}]"
+            box = word.get("box") if isinstance(word, dict) else None
+            text = str(word.get("text", "")).strip() if isinstance(word, dict) else ""
+            if not text:
+                continue
+            try:
+                x0, y0, x1, y1 = (float(v) for v in box)  # type: ignore[union-attr]
+            except (TypeError, ValueError):
+                raise LabelError(f"{where}: 'box' must be [x0, y0, x1, y1], got {box!r}") from None
+            if x1 < x0 or y1 < y0:
+                raise LabelError(f"{where}: box {box!r} has x1 < x0 or y1 < y0")
+            polys.append(_check_poly([x0, y0, x1, y0, x1, y1, x0, y1], where))
+            texts.append(text)
+    return polys, [False] * len(polys), texts
+
+
+def read_funsd(folder, lenient: bool = False) -> list[Sample]:
+    """Read a FUNSD folder (``images/`` + ``annotations/``): one word box per polygon.
+
+    Args:
+        folder: the dataset folder.
+        lenient: skip unreadable annotations (and images without one) with a
+            warning instead of raising.
+
+    Returns:
+        list of :class:`Sample`, sorted by image path.
+    """
+    folder = Path(folder)
+    img_dir, ann_dir = folder / "images", folder / "annotations"
+    if not img_dir.is_dir() or not ann_dir.is_dir():
+        raise FileNotFoundError(f"a FUNSD folder holds images/ and annotations/: {folder}")
+    images = sorted(p for p in img_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not images:
+        raise FileNotFoundError(f"no images found in {img_dir}")
+    samples = []
+    for img in images:
+        ann = ann_dir / f"{img.stem}.json"
+        try:
+            if not ann.is_file():
+                raise LabelError(f"no annotation for {img} (looked for {ann})")
+            polys, ignore, texts = _parse_funsd(ann)
+        except LabelError as exc:
+            if not lenient:
+                raise
+            warnings.warn(f"skipping image: {exc}", stacklevel=2)
+            continue
+        samples.append(Sample(img, polys, ignore, texts))
+    return samples
+
+
+def _looks_funsd(folder: Path) -> bool:
+    ann = folder / "annotations"
+    return (folder / "images").is_dir() and ann.is_dir() and any(ann.glob("*.json")) and not any(ann.glob("*.txt"))
+
+
 def load_samples(source, fmt: str = "auto", root=None, lenient: bool = False) -> list[Sample]:
     """Read a dataset from a folder or a PaddleOCR label file.
 
     Args:
-        source: a dataset folder (``icdar2015``/``polygon``/``totaltext``) or
-            a PaddleOCR label file.
+        source: a dataset folder (``icdar2015``/``polygon``/``totaltext``/
+            ``funsd``) or a PaddleOCR label file.
         fmt: one of :data:`FORMATS`; ``auto`` picks by what ``source`` is.
         root: image root for PaddleOCR label files.
         lenient: skip malformed lines with a warning instead of raising.
@@ -315,4 +391,6 @@ def load_samples(source, fmt: str = "auto", root=None, lenient: bool = False) ->
         return read_paddle(source, root=root, lenient=lenient)
     if fmt == "paddle":
         raise ValueError(f"{source} is a folder: the 'paddle' format needs the label file")
+    if fmt == "funsd" or (fmt == "auto" and _looks_funsd(source)):
+        return read_funsd(source, lenient=lenient)
     return read_folder(source, fmt=fmt, lenient=lenient)

@@ -58,6 +58,29 @@ def brightness_contrast(img: np.ndarray, rng: np.random.Generator, brightness: f
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def scan_artefacts(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What a scanner or a fax adds to a page: one or more of blur, sensor noise and JPEG blocks.
+
+    Each is drawn with probability 1/2 (at least one is applied), in the order
+    a scan goes through them: optics, sensor, compression.
+    """
+    picks = rng.random(3) < 0.5
+    if not picks.any():
+        picks[rng.integers(3)] = True
+    out = img
+    if picks[0]:
+        out = cv2.GaussianBlur(out, (0, 0), sigmaX=float(rng.uniform(0.3, 1.2)))
+    if picks[1]:
+        noise = rng.normal(0.0, float(rng.uniform(2.0, 10.0)), size=out.shape[:2] + (1,))
+        out = np.clip(out.astype(np.float32) + noise.astype(np.float32), 0, 255).astype(np.uint8)
+    if picks[2]:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 91))])
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+        if decoded is not None:
+            out = decoded
+    return np.ascontiguousarray(out)
+
+
 def _allowed_cuts(n: int, spans: list) -> np.ndarray:
     # Cut line c sits between pixel c-1 and c; it may not pass through a text span.
     ok = np.ones(n + 1, dtype=bool)
@@ -157,8 +180,9 @@ def augment(
     max_angle: float = 15.0,
     crop_prob: float = 1.0,
     color_prob: float = 0.5,
+    scan_prob: float = 0.0,
 ):
-    """The training pipeline: brightness/contrast, flip, rotate, text-safe crop, resize+pad.
+    """The training pipeline: brightness/contrast, flip, rotate, text-safe crop, resize+pad, scan artefacts.
 
     Args:
         img: uint8 RGB ``(H, W, 3)``.
@@ -181,4 +205,7 @@ def augment(
         box = random_crop_box(img.shape, polys, ignore, rng)
         img, polys, ignore = crop(img, polys, ignore, box)
     img, polys = resize_pad(img, polys, size)
+    # drawn last, so it never changes the random draws of runs without it (exact resume)
+    if scan_prob > 0 and rng.random() < scan_prob:
+        img = scan_artefacts(img, rng)
     return img, polys, ignore

@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import pyclipper
 
+from .regions import as_ground_truth, as_polygon
+
 _SCALE = float(1 << 16)  # clipper works on integers; 1/65536 px resolution
 
 
@@ -62,27 +64,6 @@ def polygon_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _as_polygon(d) -> np.ndarray:
-    p = getattr(d, "polygon", d)
-    p = np.asarray(p, dtype=np.float64)
-    if p.ndim == 1:
-        p = p.reshape(-1, 2)
-    if p.ndim != 2 or p.shape[1] != 2:
-        raise ValueError(f"a polygon must be (K, 2) or flat [x1, y1, ...], got shape {p.shape}")
-    if not np.isfinite(p).all():
-        raise ValueError("polygon has NaN or infinite coordinates")
-    return p
-
-
-def _as_gt(g):
-    if isinstance(g, dict):
-        return g["polygons"], g.get("ignore", [False] * len(g["polygons"]))
-    if hasattr(g, "polygons"):
-        return g.polygons, g.ignore
-    polys, ignore = g
-    return polys, ignore
-
-
 def _bbox(p):
     return p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()
 
@@ -107,8 +88,8 @@ def evaluate_image(gt_polygons, gt_ignore, det_polygons, iou_thresh: float = 0.5
         ``num_gt_care``, ``num_det_care``, ``pairs`` (list of [gt, det]
         indices), ``det_dont_care`` (indices).
     """
-    gts = [_as_polygon(g) for g in gt_polygons]
-    dets = [_as_polygon(d) for d in det_polygons]
+    gts = [as_polygon(g) for g in gt_polygons]
+    dets = [as_polygon(d) for d in det_polygons]
     gt_ignore = [bool(x) for x in gt_ignore]
     if len(gt_ignore) != len(gts):
         raise ValueError(f"{len(gts)} gt polygons but {len(gt_ignore)} ignore flags")
@@ -181,8 +162,13 @@ def _scores(matched: int, n_gt: int, n_det: int) -> dict:
     return {"precision": precision, "recall": recall, "hmean": hmean}
 
 
-def evaluate_detections(gt, dets, names=None, iou_thresh: float = 0.5, area_thresh: float = 0.5) -> dict:
-    """Score a dataset's detections with the ICDAR 2015 protocol.
+PROTOCOLS = ("icdar2015", "doctr")
+
+
+def evaluate_detections(
+    gt, dets, names=None, iou_thresh: float = 0.5, area_thresh: float = 0.5, protocol: str = "icdar2015"
+) -> dict:
+    """Score a dataset's detections with the ICDAR 2015 protocol (or docTR's).
 
     Args:
         gt: per image, a :class:`~dbdetect.data.Sample`, a dict with
@@ -190,12 +176,21 @@ def evaluate_detections(gt, dets, names=None, iou_thresh: float = 0.5, area_thre
         dets: per image, a list of polygons (K, 2) or objects with ``.polygon``.
         names: optional per-image names for the report.
         iou_thresh, area_thresh: see :func:`evaluate_image`.
+        protocol: ``icdar2015`` or ``doctr`` (:func:`dbdetect.evaluation.doctr.evaluate_doctr`:
+            straight boxes, Hungarian matching at IoU >= ``iou_thresh``; ``area_thresh`` unused).
 
     Returns:
         dict with global ``precision``, ``recall``, ``hmean``, ``matched``,
         ``num_gt_care``, ``num_det_care`` and ``per_image`` (list of
-        :func:`evaluate_image` results with a ``name``).
+        :func:`evaluate_image` results with a ``name``); for ``doctr`` the
+        keys of :func:`~dbdetect.evaluation.doctr.evaluate_doctr`.
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    if protocol == "doctr":
+        from .doctr import evaluate_doctr
+
+        return evaluate_doctr(gt, dets, names=names, iou_thresh=iou_thresh)
     gt, dets = list(gt), list(dets)
     if len(gt) != len(dets):
         raise ValueError(f"{len(gt)} ground-truth images but {len(dets)} detection lists")
@@ -204,7 +199,7 @@ def evaluate_detections(gt, dets, names=None, iou_thresh: float = 0.5, area_thre
     per_image = []
     matched = n_gt = n_det = 0
     for name, g, d in zip(names, gt, dets):
-        polys, ignore = _as_gt(g)
+        polys, ignore = as_ground_truth(g)
         r = evaluate_image(polys, ignore, d, iou_thresh, area_thresh)
         r = {"name": str(name), **r}
         per_image.append(r)

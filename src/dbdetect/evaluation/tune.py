@@ -165,6 +165,20 @@ def _rows(grid: Grid, limit_type: str, counts: np.ndarray) -> list[dict[str, Any
     return [rows[i] for i in order]
 
 
+def _score(protocol: str, sample: Sample, polys: list[Any]) -> tuple[int, int, int]:
+    """Matched, counted ground truth and counted detections of one image."""
+    from .protocol import evaluate_image
+
+    if protocol == "doctr":
+        from .doctr import evaluate_doctr_image
+
+        care = [p for p, ig in zip(sample.polygons, sample.ignore) if not ig]
+        d = evaluate_doctr_image(care, polys)
+        return d["matched"], d["num_gt"], d["num_det"]
+    r = evaluate_image(sample.polygons, sample.ignore, polys)
+    return r["matched"], r["num_gt_care"], r["num_det_care"]
+
+
 def tune(
     model: str | os.PathLike[str] | torch.nn.Module,
     samples: Sequence[Sample],
@@ -172,8 +186,9 @@ def tune(
     limit_type: str | None = None,
     device: str = "cpu",
     progress: bool = True,
+    protocol: str = "icdar2015",
 ) -> list[dict[str, Any]]:
-    """Score every grid point on labelled samples (ICDAR 2015 protocol), best first.
+    """Score every grid point on labelled samples (ICDAR 2015 protocol, or docTR's), best first.
 
     Each image is decoded once and goes through the network once per input
     size; all post-processing settings of that size share the probability
@@ -189,6 +204,8 @@ def tune(
         limit_type: "min" or "max" for every size; default the model's.
         device: torch device of the forward passes.
         progress: show a tqdm bar (images x sizes).
+        protocol: ``icdar2015`` or ``doctr`` (see :func:`dbdetect.evaluation.protocol.evaluate_detections`);
+            with ``doctr`` the ``num_gt_care`` and ``num_det_care`` count every region.
 
     Returns:
         list of dicts, one per grid point, sorted by H-mean (best first):
@@ -200,8 +217,10 @@ def tune(
     from .. import postprocess
     from ..detector import Detector
     from ..imageio import load_image
-    from .protocol import evaluate_image
+    from .protocol import PROTOCOLS
 
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     grid = Grid(**grid) if isinstance(grid, dict) else (grid or Grid())
     samples = list(samples)
     if not samples:
@@ -219,8 +238,7 @@ def tune(
                 prob = det.probability_map(img, channel_order="rgb")
                 for j, post in enumerate(posts):
                     polys, _ = postprocess.boxes_from_prob(prob, img.shape[:2], **{**det.post_kwargs, **post})
-                    r = evaluate_image(s.polygons, s.ignore, polys)
-                    counts[k, j] += (r["matched"], r["num_gt_care"], r["num_det_care"])
+                    counts[k, j] += _score(protocol, s, polys)
                 bar.update(1)
     return _rows(grid, detectors[0].limit_type, counts)
 

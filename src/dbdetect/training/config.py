@@ -27,6 +27,7 @@ HPARAMS = {
     "size": 640,
     "size_max": None,
     "max_angle": 15.0,
+    "scan_prob": 0.0,
     "prob_loss": "bce",
     "prob_weight": 1.0,
     "alpha": 1.0,
@@ -113,3 +114,5 @@ def check_recipe(hp: dict) -> None:
         raise ValueError(f"--ohem-ratio must be > 0, got {hp['ohem_ratio']}")
     if not 0 <= hp["max_angle"] <= 180:
         raise ValueError(f"--max-angle must be in [0, 180] degrees, got {hp['max_angle']}")
+    if not 0 <= hp.get("scan_prob", 0.0) <= 1:
+        raise ValueError(f"--scan-prob must be in [0, 1], got {hp['scan_prob']}")

@@ -139,6 +139,7 @@ class Session:
             shrink_ratio=hp["shrink_ratio"],
             seed=hp["seed"],
             max_angle=hp["max_angle"],
+            scan_prob=hp.get("scan_prob", 0.0),
         )
         self.sampler = EpochBatchSampler(
             self.set_lengths,
