@@ -163,3 +163,91 @@ def test_single_malloc_arena_on_glibc():
     from dbdetect.pipeline import single_malloc_arena
 
     assert single_malloc_arena() is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
+
+
+# ---------------------------------------------------------------- the plan chosen by measurement
+
+
+def test_candidate_plans_follow_what_is_left_to_choose():
+    import torch
+
+    from dbdetect.pipeline import Plan, candidate_plans
+
+    det = Detector("ppocrv4", limit_side_len=96, limit_type="max")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert candidate_plans(det) == [Plan(1, 0, 2), Plan(1, 1, 2), Plan(2, 0, 1), Plan(2, 1, 1)]
+        assert candidate_plans(det, workers=1) == [Plan(1, 1, 2), Plan(2, 1, 1)]
+        assert candidate_plans(det, streams=1) == [Plan(1, 0, 2), Plan(1, 1, 2)]
+        assert candidate_plans(det, workers=0, streams=2) == [Plan(2, 0, 1)]
+        torch.set_num_threads(1)
+        assert candidate_plans(det, workers=1) == [Plan(1, 1, 1)]  # one thread: nothing to share
+    finally:
+        torch.set_num_threads(before)
+
+    class Gpu:
+        backend, device = "torch", "cuda:0"
+
+    assert candidate_plans(Gpu()) == [Plan(1, 1, None)]
+    for bad in (0, -1, 1.5, "two", True):
+        with pytest.raises(ValueError, match="streams"):
+            candidate_plans(det, streams=bad)
+    with pytest.raises(ValueError, match="workers"):
+        candidate_plans(det, workers=-1)
+
+
+@pytest.mark.parametrize("slow_streams", [1, 2])
+def test_auto_plan_picks_the_faster_and_keeps_results(monkeypatch, caplog, slow_streams):
+    import logging
+    import time
+
+    import torch
+
+    import dbdetect.pipeline as pipeline
+
+    det = Detector("ppocrv4", limit_side_len=96, limit_type="max")
+    images = [np.full((64, 64 + 32 * (k % 3), 3), 40 * k % 255, np.uint8) for k in range(30)]
+
+    def forward(batch):
+        # a machine where the plan of `slow_streams` streams is the slow one; the map
+        # depends on the input, so a result out of order would show
+        streams = 2 if torch.get_num_threads() == 1 else 1
+        time.sleep(0.05 if streams == slow_streams else 0.0)
+        prob = np.zeros((batch.shape[0],) + batch.shape[2:], np.float32)
+        prob[:, 8:24, 8 : 8 + batch.shape[-1] // 2] = 0.9
+        return prob
+
+    monkeypatch.setattr(det, "_forward", forward)
+    want = [[d.to_dict() for d in r.detections] for r in pipeline.detect_stream(det, images, workers=0, streams=1)]
+    assert all(want)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with caplog.at_level(logging.INFO, logger="dbdetect.pipeline"):
+            got = list(pipeline.detect_stream(det, iter(images)))
+        assert torch.get_num_threads() == 2  # the stream's thread settings are undone
+    finally:
+        torch.set_num_threads(before)
+    assert [r.index for r in got] == list(range(len(images)))
+    assert [[d.to_dict() for d in r.detections] for r in got] == want
+    (line,) = [r.getMessage() for r in caplog.records if "stream plan" in r.getMessage()]
+    assert line.startswith(f"stream plan: {3 - slow_streams} stream(s)")
+
+
+def test_auto_plan_on_a_stream_shorter_than_the_probe(ic15):
+    det = Detector("ppocrv4", limit_side_len=96, limit_type="max")
+    img = ic15 / "test" / "images" / "img_1.jpg"
+    assert [r.index for r in detect_stream(det, [img] * 3)] == [0, 1, 2]
+    assert list(detect_stream(det, [])) == []
+
+
+def test_choose_plan_takes_the_highest_pixel_rate():
+    from dbdetect.pipeline import Plan, _Probe, choose_plan
+
+    a, b = Plan(1, 0, 2), Plan(2, 1, 1)
+    probe = _Probe()
+    probe.add(a, 1.0, 1000)
+    probe.add(b, 1.0, 900)
+    probe.add(b, 0.5, 900)  # 1800 px in 1.5 s beats 1000 px in 1 s
+    assert choose_plan([a, b], probe) == b

@@ -238,8 +238,8 @@ class Detector:
         images: Iterable[ImageLike],
         batch_size: int = 8,
         channel_order: str | None = None,
-        workers: int = 1,
-        streams: int = 1,
+        workers: int | None = None,
+        streams: int | str = "auto",
     ) -> list[list[Detection]]:
         """Detect text in several images; one list of detections per image, in order.
 
@@ -259,8 +259,8 @@ class Detector:
         images: Iterable[ImageLike],
         batch_size: int = 8,
         channel_order: str | None = None,
-        workers: int = 1,
-        streams: int = 1,
+        workers: int | None = None,
+        streams: int | str = "auto",
     ) -> Iterator[list[Detection]]:
         """Yield one list of detections per image, in input order, as they are ready.
 
@@ -274,10 +274,11 @@ class Detector:
             images: an iterable of paths, bytes, arrays or PIL images.
             batch_size: images per forward pass (>= 1).
             channel_order: as in :meth:`__call__`.
-            workers: pre-processing threads (>= 0).
-            streams: forward passes run at once (>= 1); on a CPU, two
-                passes of ``num_threads=cores // 2`` beat one of all cores
-                (see :mod:`dbdetect.pipeline`).
+            workers: pre-processing threads (>= 0); ``None`` chooses (see
+                :func:`dbdetect.pipeline.detect_stream`).
+            streams: forward passes run at once (>= 1), each with its share
+                of torch's CPU threads; ``"auto"`` chooses 1 or 2 by
+                measurement on a CPU (see :mod:`dbdetect.pipeline`).
 
         Returns:
             An iterator of ``list[Detection]``.

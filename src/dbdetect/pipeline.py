@@ -9,12 +9,18 @@ batch. Memory is bounded by the window of prepared inputs, never by the length
 of the input.
 
 ``streams=2`` runs two forward passes at once, each in its own thread (torch
-and onnxruntime release the GIL). On a small CPU two single-thread passes get
-more done than one two-thread pass: on this project's 2-core machines, over
-the 500 ICDAR 2015 test images, 1.22x the images per second
-(``bench/throughput.py``, bound-2s against bound). A thread
-count does not change the network's output (checked bit for bit), so the
-results are those of the single-image call either way.
+and onnxruntime release the GIL) with half the threads. Whether that, or
+decoding in a worker thread, pays for itself depends on the CPU: on one
+2-core machine two single-thread passes got 1.22x the images per second of
+one two-thread pass, on another 2-core machine they lost 11% to it, and the
+decoding thread lost 2% to a plain loop. So by default
+(``streams="auto"``, ``workers=None``) a torch model on the CPU measures
+instead of guessing: the first images of the stream run in turns under each
+candidate plan (1 or 2 streams, decoding inline or in a worker thread), and
+the plan that did the most network pixels per second runs the rest
+(:func:`choose_plan`). A thread count does not change the network's output
+(checked bit for bit), so the results are those of the single-image call
+whichever plan runs.
 
 >>> from dbdetect import Detector
 >>> from dbdetect.pipeline import detect_stream
@@ -24,17 +30,25 @@ results are those of the single-image call either way.
 
 from __future__ import annotations
 
+import itertools
+import logging
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from .memory import single_malloc_arena
 
-__all__ = ["Result", "prefetch", "detect_stream", "single_malloc_arena"]
+__all__ = ["Plan", "Result", "prefetch", "detect_stream", "choose_plan", "single_malloc_arena"]
+
+log = logging.getLogger("dbdetect.pipeline")
+AUTO = "auto"
+# images per turn of a candidate plan; one untimed image goes first (the model's warm-up)
+PROBE_IMAGES = 3
 
 
 @dataclass
@@ -102,13 +116,73 @@ def prefetch(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How a stream runs: forward passes at once, decoding threads, torch threads per pass.
+
+    ``threads`` None leaves torch's thread setting as it is (onnxruntime, GPUs).
+    """
+
+    streams: int
+    workers: int
+    threads: int | None = None
+
+
+@dataclass
+class _Probe:
+    """Seconds and network-input pixels each candidate plan spent in the probe."""
+
+    seconds: dict = field(default_factory=dict)
+    pixels: dict = field(default_factory=dict)
+
+    def add(self, plan: Plan, seconds: float, pixels: int) -> None:
+        self.seconds[plan] = self.seconds.get(plan, 0.0) + seconds
+        self.pixels[plan] = self.pixels.get(plan, 0) + pixels
+
+    def rate(self, plan: Plan) -> float:
+        return self.pixels.get(plan, 0) / max(self.seconds.get(plan, 0.0), 1e-9)
+
+
+def _torch_on_cpu(det: Any) -> bool:
+    return getattr(det, "backend", None) == "torch" and str(getattr(det, "device", "cpu")).startswith("cpu")
+
+
+def candidate_plans(det: Any, workers: int | None = None, streams: int | str = AUTO) -> list[Plan]:
+    """The plans :func:`detect_stream` chooses from; one plan when nothing is left to choose.
+
+    ``streams="auto"`` tries 1 and 2 streams for a torch model on a CPU with
+    2 or more threads (1 elsewhere); ``workers=None`` tries decoding inline
+    and in one worker thread on a CPU (1 worker elsewhere: a GPU waits for
+    the host). A torch CPU plan of ``s`` streams gives each ``threads // s``
+    of torch's threads.
+    """
+    if streams != AUTO and (not isinstance(streams, int) or isinstance(streams, bool) or streams < 1):
+        raise ValueError(f"streams must be an integer >= 1 or 'auto', got {streams!r}")
+    if workers is not None and (not isinstance(workers, int) or workers < 0):
+        raise ValueError(f"workers must be an integer >= 0 or None (choose), got {workers!r}")
+    cpu = _torch_on_cpu(det)
+    total = _torch_threads() if cpu else 1
+    if streams == AUTO:
+        stream_options = [1, 2] if cpu and total >= 2 else [1]
+    else:
+        stream_options = [int(streams)]
+    worker_options = [workers] if workers is not None else ([0, 1] if cpu else [1])
+    return [Plan(s, w, max(1, total // s) if cpu else None) for s in stream_options for w in worker_options]
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
 def detect_stream(
     det: Any,
     images: Iterable,
     batch_size: int = 1,
-    workers: int = 1,
+    workers: int | None = None,
     channel_order: str | None = None,
-    streams: int = 1,
+    streams: int | str = AUTO,
 ) -> Iterator[Result]:
     """Detect text in a stream of images; one :class:`Result` per input, in order.
 
@@ -122,32 +196,89 @@ def detect_stream(
         det: a :class:`dbdetect.Detector`.
         images: an iterable of anything ``Detector`` accepts (paths, bytes, arrays, PIL).
         batch_size: images per forward pass (>= 1).
-        workers: threads that decode and pre-process; 0 does it inline.
+        workers: threads that decode and pre-process; 0 does it inline;
+            ``None`` (default) chooses by measurement on a CPU (see :func:`choose_plan`), 1 elsewhere.
         channel_order: as in :meth:`Detector.__call__`.
-        streams: forward passes run at once, each in its own thread (>= 1).
-            Give each its share of the cores: ``Detector(num_threads=cores // streams)``.
+        streams: forward passes run at once, each in its own thread (>= 1),
+            each with its share of torch's CPU threads; ``"auto"`` (default)
+            chooses 1 or 2 by measurement for a torch model on a CPU.
 
     Returns:
         An iterator of :class:`Result`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if streams < 1:
-        raise ValueError(f"streams must be >= 1, got {streams}")
+    plans = candidate_plans(det, workers, streams)
+    indexed = enumerate(images)
+    threads_before = _torch_threads() if _torch_on_cpu(det) else None
+    try:
+        if len(plans) > 1:
+            probe = _Probe()
+            yield from _run(det, itertools.islice(indexed, 1), plans[0], batch_size, channel_order)  # warm-up
+            # Successive halving: every plan takes a turn, then the better half a second
+            # turn in reverse order (a drift in the machine's load hits both alike).
+            # Each turn of a losing plan costs its images; a second round of all would
+            # cost more than it tells.
+            finalists = plans
+            for r in range(2):
+                for plan in finalists if r == 0 else finalists[::-1]:
+                    part = itertools.islice(indexed, PROBE_IMAGES)
+                    yield from _run(det, part, plan, batch_size, channel_order, probe)
+                finalists = sorted(finalists, key=probe.rate, reverse=True)[: max(1, len(finalists) // 2)]
+            best = choose_plan(plans, probe, finalists)
+        else:
+            best = plans[0]
+        yield from _run(det, indexed, best, batch_size, channel_order)
+    finally:
+        if threads_before is not None:
+            _set_torch_threads(threads_before)
 
-    def prepare(indexed):
-        img = det._load(indexed[1], channel_order)
-        return img.shape[:2], det._prepare(img)
+
+def choose_plan(plans: list[Plan], probe: _Probe, finalists: list[Plan] | None = None) -> Plan:
+    """The plan (of ``finalists``, default all) with the most network-input pixels per second in the probe."""
+    best = max(finalists or plans, key=probe.rate)
+    log.info(
+        "stream plan: %d stream(s) x %s torch thread(s), %d decoding worker(s); probe (Mpx/s): %s",
+        best.streams,
+        best.threads,
+        best.workers,
+        ", ".join(f"{p.streams}s/{p.workers}w {probe.rate(p) / 1e6:.2f}" for p in plans),
+    )
+    return best
+
+
+def _set_torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(int(n))
+
+
+def _run(
+    det: Any, indexed: Iterator, plan: Plan, batch_size: int, channel_order: str | None, probe: _Probe | None = None
+) -> Iterator[Result]:
+    """Run ``(index, image)`` pairs under one plan; with ``probe``, add the time and pixels it took."""
+    if plan.threads is not None:
+        _set_torch_threads(plan.threads)  # before the stream threads start: a new thread takes the setting
+    pixels = [0]
+
+    def prepare(item):
+        img = det._load(item[1], channel_order)
+        x = det._prepare(img)
+        pixels[0] += int(x.shape[-1] * x.shape[-2])
+        return img.shape[:2], x
 
     def run(window):
         return list(_run_window(det, window, batch_size))
 
-    prepared = prefetch(enumerate(images), prepare, workers, depth=2 * workers + streams)
+    t0 = time.perf_counter()
+    prepared = prefetch(indexed, prepare, plan.workers, depth=2 * plan.workers + plan.streams)
     windows = _windows(prepared, 4 * batch_size if batch_size > 1 else 1)
-    for _, results, err in prefetch(windows, run, streams if streams > 1 else 0, depth=streams):
+    for _, results, err in prefetch(windows, run, plan.streams if plan.streams > 1 else 0, depth=plan.streams):
         if err is not None:
             raise err  # a model failure (NaN output), not a bad image: stop as the single call would
         yield from results
+    if probe is not None:
+        probe.add(plan, time.perf_counter() - t0, pixels[0])
 
 
 def _windows(prepared: Iterator, size: int) -> Iterator[list]:

@@ -6,8 +6,10 @@ A bad image is reported by name and skipped; the exit code is then 1.
 Inputs are never written over.
 
 Large runs: ``--workers N`` threads decode and resize the next images while
-the model runs, and ``--streams`` forward passes run at once (default 2 on a
-CPU with 2 or more threads, each pass taking half the threads); each line is
+the model runs, and ``--streams`` forward passes run at once, each taking its
+share of the threads; by default the first images measure which of 1 or 2
+streams and 0 or 1 workers is fastest on this CPU
+(:func:`dbdetect.pipeline.detect_stream`). Each line is
 flushed as it is written, and ``--resume`` continues an interrupted ``--out
 results.jsonl`` (images already there are skipped). ``--ray [ADDRESS]`` runs
 on a Ray cluster instead and writes Parquet shards into the ``--out`` folder
@@ -66,14 +68,16 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        help="threads that decode and resize upcoming images while the model runs (default: 1; 0: none); "
+        help="threads that decode and resize upcoming images while the model runs (0: none; default on a CPU: "
+        "0 or 1, whichever the first images show faster; 1 on a GPU); "
         "with --ray: detector actors (default: one per CPU of the cluster)",
     )
     p.add_argument("--threads", type=int, help="CPU threads for the network in all (default: torch's default)")
     p.add_argument(
         "--streams",
         type=int,
-        help="forward passes run at once, sharing --threads (default: 2 on a CPU with 2 or more threads, else 1)",
+        help="forward passes run at once, sharing --threads (default on a CPU with 2 or more threads: 1 or 2, "
+        "whichever the first images show faster; else 1)",
     )
     p.add_argument(
         "--resume",
@@ -228,18 +232,6 @@ def run(args) -> int:
     return _run_local(args, items, errors, inputs)
 
 
-def _streams_and_threads(args) -> tuple[int, int | None]:
-    """How many forward passes run at once, and the threads each gets (``None``: leave torch's setting)."""
-    import torch
-
-    total = args.threads or torch.get_num_threads()
-    on_cpu = str(args.device).startswith("cpu")
-    streams = args.streams or (2 if on_cpu and total >= 2 else 1)
-    if streams == 1:
-        return 1, args.threads
-    return streams, max(1, total // streams)
-
-
 def _run_local(args, items, errors, inputs) -> int:
     from tqdm import tqdm
 
@@ -247,10 +239,9 @@ def _run_local(args, items, errors, inputs) -> int:
     from ..jsonl import open_results, path_key
     from ..pipeline import detect_stream, single_malloc_arena
 
-    streams, threads = _streams_and_threads(args)
-    if streams > 1:
-        single_malloc_arena()
-    det = Detector(args.model, num_threads=threads, **_detector_kwargs(args))
+    if args.streams != 1:
+        single_malloc_arena()  # before any stream thread starts
+    det = Detector(args.model, num_threads=args.threads, **_detector_kwargs(args))
     done: set[str] = set()
     out = None
     if args.out is not None:
@@ -260,9 +251,7 @@ def _run_local(args, items, errors, inputs) -> int:
     todo = [(p, rel) for p, rel in items if path_key(p) not in done]
     failed = len(errors)
     taken: set = set()
-    stream = detect_stream(
-        det, (p for p, _ in todo), args.batch_size, 1 if args.workers is None else args.workers, streams=streams
-    )
+    stream = detect_stream(det, (p for p, _ in todo), args.batch_size, args.workers, streams=args.streams or "auto")
     try:
         for res in tqdm(stream, total=len(todo), desc="detect", unit="img", disable=args.no_progress, file=sys.stderr):
             path, rel = todo[res.index]

@@ -134,8 +134,10 @@ class _DetectActor:
 
         column = _pick_column(table.column_names, self.column)
         polys, scores, errors = [], [], []
-        # workers=0: an actor's CPUs belong to its torch threads.
-        for res in detect_stream(self.det, _images(table, column), batch_size=max(1, table.num_rows), workers=0):
+        # workers=0, streams=1: an actor's CPUs belong to its torch threads, and a
+        # batch is too short to measure another plan on
+        rows = max(1, table.num_rows)
+        for res in detect_stream(self.det, _images(table, column), batch_size=rows, workers=0, streams=1):
             dets = res.detections or []
             polys.append([d.polygon.tolist() for d in dets])
             scores.append([float(d.score) for d in dets])
