@@ -251,3 +251,26 @@ def test_choose_plan_takes_the_highest_pixel_rate():
     probe.add(b, 1.0, 900)
     probe.add(b, 0.5, 900)  # 1800 px in 1.5 s beats 1000 px in 1 s
     assert choose_plan([a, b], probe) == b
+
+
+# ---------------------------------------------------------------- batches of mixed sizes
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_on_cpu_finds_the_fp32_boxes(ic15, precision):
+    from dbdetect.evaluation.protocol import polygon_iou
+
+    img = ic15 / "test" / "images" / "img_1.jpg"
+    ref = Detector("ppocrv4")(img)
+    det = Detector("ppocrv4", precision=precision)
+    assert det.precision == precision and next(det.model.parameters()).dtype != np.float32
+    got = det(img)
+    assert ref and len(got) == len(ref)
+    assert all(max(polygon_iou(r.polygon, g.polygon) for g in got) >= 0.8 for r in ref)
+    assert det.probability_map(img).dtype == np.float32
+
+
+def test_precision_is_checked():
+    assert Detector("ppocrv4", limit_side_len=64).precision == "fp32"  # auto on a CPU
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Detector("ppocrv4", precision="int4")

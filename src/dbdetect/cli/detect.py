@@ -59,6 +59,12 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--device", default="cpu")
     p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        default="auto",
+        help="number format of the torch network: auto (fp16 on CUDA, fp32 on a CPU), fp32, fp16, bf16",
+    )
+    p.add_argument(
         "--backend",
         choices=("torch", "onnxruntime"),
         default=None,
@@ -152,6 +158,7 @@ def _detector_kwargs(args) -> dict:
         score_mode=args.score_mode,
         box_type=args.box_type,
         backend=args.backend,
+        precision=args.precision,
     )
 
 

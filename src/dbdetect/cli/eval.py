@@ -50,6 +50,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        default="auto",
+        help="number format of the torch network: auto (fp16 on CUDA, fp32 on a CPU), fp32, fp16, bf16",
+    )
+    p.add_argument(
         "--backend",
         choices=("torch", "onnxruntime"),
         default=None,
@@ -85,7 +91,14 @@ def run(args) -> int:
         )
         if v is not None
     }
-    det = Detector(model=args.model, device=args.device, num_threads=args.threads, backend=args.backend, **kw)
+    det = Detector(
+        model=args.model,
+        device=args.device,
+        num_threads=args.threads,
+        backend=args.backend,
+        precision=args.precision,
+        **kw,
+    )
     t0 = time.perf_counter()
     dets = [det(s.image_path) for s in tqdm(samples, desc="eval", unit="img", disable=args.no_progress)]
     elapsed = time.perf_counter() - t0

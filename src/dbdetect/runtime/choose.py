@@ -43,6 +43,7 @@ def open_runtime(
     device: str = "cpu",
     num_threads: int | None = None,
     explicit: dict[str, Any] | None = None,
+    precision: str = "auto",
 ) -> Runtime:
     """The runtime of ``model`` (see the module doc).
 
@@ -50,6 +51,11 @@ def open_runtime(
     warning names only the defaults it falls back on.
     """
     chosen = pick_backend(model, backend)
+    if precision not in ("auto", "fp32") and (chosen == "onnxruntime" or is_file_of(model, TORCHSCRIPT)):
+        raise ValueError(
+            f"precision={precision!r} runs the torch network in eager mode; an exported model runs as it was "
+            "exported (precision 'auto' or 'fp32')"
+        )
     if chosen == "onnxruntime":
         from .onnx import OnnxRuntime
 
@@ -60,4 +66,4 @@ def open_runtime(
         return TorchScriptRuntime(model, device, num_threads)
     from .torch_module import TorchModuleRuntime
 
-    return TorchModuleRuntime(model, device, num_threads)
+    return TorchModuleRuntime(model, device, num_threads, precision)
