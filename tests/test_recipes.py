@@ -26,7 +26,7 @@ TINY = dict(
     threads=2,
     no_progress=True,
 )
-SPLITS = {"ppocrv4_ic15": (900, 100), "ppocrv4_td500": (270, 30)}
+SPLITS = {"ppocrv4_ic15": (900, 100), "ppocrv4_td500": (270, 30), "ppocrv4_doc": (128, 21)}
 
 
 @pytest.fixture(scope="module")

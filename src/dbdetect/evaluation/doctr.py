@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import regions
 from .regions import as_ground_truth, as_polygon
 
 
@@ -176,13 +177,8 @@ def evaluate_doctr(gt, dets, names=None, iou_thresh: float = 0.5) -> dict:
         dict with global ``recall``, ``precision``, ``hmean``, ``mean_iou``,
         ``matched``, ``num_gt``, ``num_det`` and ``per_image``.
     """
-    gt, dets = list(gt), list(dets)
-    if len(gt) != len(dets):
-        raise ValueError(f"{len(gt)} ground-truth images but {len(dets)} detection lists")
-    if names is None:
-        names = [str(getattr(g, "image_path", i)) for i, g in enumerate(gt)]
     per_image = []
-    for name, g, d in zip(names, gt, dets):
+    for name, g, d in regions.per_image(gt, dets, names):
         polys, ignore = as_ground_truth(g)
         polys = [p for p, ig in zip(polys, ignore) if not ig]
         r = evaluate_doctr_image(polys, list(d), iou_thresh)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pyclipper
 
+from . import regions
 from .regions import as_ground_truth, as_polygon
 
 _SCALE = float(1 << 16)  # clipper works on integers; 1/65536 px resolution
@@ -191,14 +192,9 @@ def evaluate_detections(
         from .doctr import evaluate_doctr
 
         return evaluate_doctr(gt, dets, names=names, iou_thresh=iou_thresh)
-    gt, dets = list(gt), list(dets)
-    if len(gt) != len(dets):
-        raise ValueError(f"{len(gt)} ground-truth images but {len(dets)} detection lists")
-    if names is None:
-        names = [str(getattr(g, "image_path", i)) for i, g in enumerate(gt)]
     per_image = []
     matched = n_gt = n_det = 0
-    for name, g, d in zip(names, gt, dets):
+    for name, g, d in regions.per_image(gt, dets, names):
         polys, ignore = as_ground_truth(g)
         r = evaluate_image(polys, ignore, d, iou_thresh, area_thresh)
         r = {"name": str(name), **r}

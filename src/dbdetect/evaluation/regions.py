@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -26,3 +28,13 @@ def as_ground_truth(g):
         return g.polygons, g.ignore
     polys, ignore = g
     return polys, ignore
+
+
+def per_image(gt, dets, names=None) -> list[tuple[str, Any, Any]]:
+    """``(name, ground truth, detections)`` per image; the two lists must be as long as each other."""
+    gt, dets = list(gt), list(dets)
+    if len(gt) != len(dets):
+        raise ValueError(f"{len(gt)} ground-truth images but {len(dets)} detection lists")
+    if names is None:
+        names = [str(getattr(g, "image_path", i)) for i, g in enumerate(gt)]
+    return [(str(n), g, d) for n, g, d in zip(names, gt, dets)]
