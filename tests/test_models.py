@@ -232,7 +232,7 @@ def test_pretrained_threshold_branch_starts_unsaturated():
     assert g is not None and g.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["ppocrv4_ic15", "ppocrv4_td500"])
+@pytest.mark.parametrize("name", ["ppocrv4_ic15", "ppocrv4_td500", "ppocrv4_doc"])
 def test_fine_tuned_entries_keep_their_trained_threshold_branch(name):
     # Unlike the ports, the fine-tuned entries store a trained threshold branch: no reset on load.
     m = models.create(name)

@@ -36,6 +36,11 @@ _PPOCR_IC15_CFG = dict(
 # Tuned for ppocrv4_td500 with `dbdetect tune` on 30 held-out MSRA-TD500 training images
 # (every 10th by name): the same as PP-OCR's but a lower binarisation threshold.
 _PPOCR_TD500_CFG = dict(_PPOCR_CFG, thresh=0.2, box_thresh=0.5, unclip_ratio=1.6, use_dilation=True)
+# Tuned for ppocrv4_doc with `dbdetect tune --protocol doctr` on 21 held-out FUNSD forms
+# (every 7th by name): scans of about 770x1000 want their short side enlarged.
+_PPOCR_DOC_CFG = dict(
+    _PPOCR_CFG, limit_side_len=1152, limit_type="min", thresh=0.2, box_thresh=0.6, unclip_ratio=1.3, use_dilation=True
+)
 _DBNET_CFG = DBNET
 
 # Bundled weight files of the pretrained entries.
@@ -44,6 +49,7 @@ _WEIGHT_FILES = {
     "ppocrv3": "ppocrv3_det.pt",
     "ppocrv4_ic15": "ppocrv4_ic15_det.pt",
     "ppocrv4_td500": "ppocrv4_td500_det.pt",
+    "ppocrv4_doc": "ppocrv4_doc_det.pt",
 }
 # Entries whose file stores the threshold branch as a copy of the probability branch.
 _COPIED_THRESHOLD = {"ppocrv4", "ppocrv3"}
@@ -157,6 +163,12 @@ def ppocrv4_ic15(pretrained: bool = True, **kw) -> DBNet:
 def ppocrv4_td500(pretrained: bool = True, **kw) -> DBNet:
     """PP-OCRv4 fine-tuned on 270 MSRA-TD500 training images (line-level, multi-oriented; see README)."""
     return _build("ppocrv4_td500", PPLCNetV3(scale=0.75, **kw), 96, True, _PPOCR_TD500_CFG, pretrained, kw)
+
+
+@register_model
+def ppocrv4_doc(pretrained: bool = True, **kw) -> DBNet:
+    """PP-OCRv4 fine-tuned for word boxes on scanned forms (128 FUNSD training forms; see the recipe)."""
+    return _build("ppocrv4_doc", PPLCNetV3(scale=0.75, **kw), 96, True, _PPOCR_DOC_CFG, pretrained, kw)
 
 
 @register_model
