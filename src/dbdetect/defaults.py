@@ -28,3 +28,6 @@ PPOCR: dict[str, Any] = dict(
 )
 # Classic DBNet settings (Liao et al.; MhLiao/DB's ICDAR 2015 config) for models trained here.
 DBNET: dict[str, Any] = dict(PPOCR, channel_order="rgb", box_thresh=0.6, unclip_ratio=1.5, use_dilation=False)
+
+# number formats a torch network can run in (``Detector(precision=...)``); auto: fp16 on CUDA, fp32 elsewhere
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")

@@ -43,7 +43,7 @@ import numpy as np
 
 from .memory import single_malloc_arena
 
-__all__ = ["Plan", "Result", "prefetch", "detect_stream", "choose_plan", "single_malloc_arena"]
+__all__ = ["Plan", "Result", "prefetch", "detect_stream", "candidate_plans", "choose_plan", "single_malloc_arena"]
 
 log = logging.getLogger("dbdetect.pipeline")
 AUTO = "auto"

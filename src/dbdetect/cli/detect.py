@@ -24,6 +24,7 @@ import re
 import sys
 from pathlib import Path
 
+from ..defaults import PRECISIONS
 from ..imageio import IMAGE_EXTENSIONS
 
 
@@ -60,7 +61,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--precision",
-        choices=("auto", "fp32", "fp16", "bf16"),
+        choices=PRECISIONS,
         default="auto",
         help="number format of the torch network: auto (fp16 on CUDA, fp32 on a CPU), fp32, fp16, bf16",
     )

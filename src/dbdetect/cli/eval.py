@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from ..defaults import PRECISIONS
 from ..evaluation.protocol import PROTOCOLS, evaluate_detections
 
 
@@ -51,7 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument(
         "--precision",
-        choices=("auto", "fp32", "fp16", "bf16"),
+        choices=PRECISIONS,
         default="auto",
         help="number format of the torch network: auto (fp16 on CUDA, fp32 on a CPU), fp32, fp16, bf16",
     )

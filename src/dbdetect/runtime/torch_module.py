@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..defaults import PRECISIONS
 from .base import check_device
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
