@@ -22,6 +22,11 @@ normalise, network and post-processing.
     python bench/detect.py [--model ppocrv4] [--limit N] [--threads 2] [--calib-n 100]
     python bench/detect.py --fp32-onnx v4.onnx --int8-onnx v4_int8.onnx   # files made by dbdetect export
     python bench/detect.py --torch-int8 v4_int8.torchscript                 # this torch int8 file
+    python bench/detect.py --bundled-int8 [--limit N]     # the bundled int8 models beside their fp32 twins
+
+``--bundled-int8`` runs ``ppocrv4``, ``ppocrv4_ic15`` and ``ppocrv4_td500`` in fp32 and their bundled
+int8 files (``ppocrv4_int8`` ...), each at its registry settings, with the RapidOCR reference
+(``ppocrv4``'s weights), interleaved image by image, and prints each int8 model's time over its twin's.
 """
 
 from __future__ import annotations
@@ -185,6 +190,64 @@ def report(names, samples, times, stage_clock, dets, sizes):
     print(f"goal: int8 <= 0.6x torch fp32 end to end; measured {measured}")
 
 
+BUNDLED = ("ppocrv4", "ppocrv4_ic15", "ppocrv4_td500")
+
+
+def run_interleaved(runners: dict, samples, warmup: int, after_warmup=None) -> tuple[dict, dict]:
+    """Each image through every pipeline, the order rotating per image; (seconds, detections) per name."""
+    from tqdm import tqdm
+
+    names = list(runners)
+    for s in samples[:warmup]:
+        for run in runners.values():
+            run(s.image_path)
+    if after_warmup is not None:
+        after_warmup()
+    times = {name: [] for name in names}
+    dets = {name: [] for name in names}
+    for i, s in enumerate(tqdm(samples, desc="detect", unit="img")):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            t0 = time.perf_counter()
+            dets[name].append(runners[name](s.image_path))
+            times[name].append(time.perf_counter() - t0)
+    return times, dets
+
+
+def bundled_int8(args, samples) -> None:
+    """``--bundled-int8``: each bundled int8 model against its fp32 twin (and RapidOCR), one interleaved run."""
+    from dbdetect import Detector
+    from dbdetect.evaluate import evaluate_detections
+
+    runners = {}
+    for model in BUNDLED:
+        runners[f"{model} fp32"] = Detector(model, num_threads=args.threads)
+        runners[f"{model}_int8"] = Detector(f"{model}_int8", num_threads=args.threads)
+    if not args.no_reference:
+        v4 = runners["ppocrv4 fp32"]
+        ref = ReferencePipeline(onnx_path("ppocrv4"), v4.cfg, v4.limit_side_len, v4.limit_type, args.threads)
+        runners["reference (RapidOCR)"] = ref
+    times, dets = run_interleaved(runners, samples, args.warmup)
+    print(f"\n{len(samples)} ICDAR 2015 test images, {args.threads} threads, each model at its registry settings")
+    print(f"{'pipeline':<24}{'ms/img':>8}{'/twin':>8}{'median':>8}{'P':>7}{'R':>7}{'H':>7}")
+    goals = []
+    for name in runners:
+        r = evaluate_detections(samples, dets[name])
+        t = np.asarray(times[name])
+        twin = name.replace("_int8", " fp32") if name.endswith("_int8") else None
+        if twin:
+            base = np.asarray(times[twin])
+            mean, med = t.mean() / base.mean(), float(np.median(t / base))
+            goals.append(f"{name} {mean:.3f}x (median per image {med:.3f}x)")
+            ratio = f"{mean:>7.3f}x{med:>7.3f}x"
+        else:
+            ratio = f"{'':>16}"
+        print(
+            f"{name:<24}{1000 * t.mean():>8.1f}{ratio}"
+            f"{100 * r['precision']:>7.2f}{100 * r['recall']:>7.2f}{100 * r['hmean']:>7.2f}"
+        )
+    print(f"goal: each int8 model <= 0.6x its fp32 twin end to end; measured {', '.join(goals)}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -203,10 +266,10 @@ def main(argv=None):
     ap.add_argument("--no-torch-int8", action="store_true", help="skip torch's own int8")
     ap.add_argument("--no-reference", action="store_true", help="skip the RapidOCR-style reference pipeline")
     ap.add_argument("--json", type=Path, help="also write every image's seconds per pipeline here")
+    ap.add_argument("--bundled-int8", action="store_true", help="the bundled int8 models beside their fp32 twins")
     args = ap.parse_args(argv)
 
     import torch
-    from tqdm import tqdm
 
     from dbdetect import Detector
     from dbdetect.data import read_folder
@@ -215,6 +278,8 @@ def main(argv=None):
     samples = read_folder(args.data / "icdar2015" / "test")
     if args.limit:
         samples = samples[: args.limit]
+    if args.bundled_int8:
+        return bundled_int8(args, samples)
     kw = dict(limit_side_len=args.limit_side_len, limit_type=args.limit_type, num_threads=args.threads)
     if args.fp32_onnx and args.int8_onnx:
         fp32, int8 = args.fp32_onnx, args.int8_onnx
@@ -241,18 +306,12 @@ def main(argv=None):
         runners["reference (RapidOCR)"] = ref
         sizes["reference (RapidOCR)"] = ref_onnx.stat().st_size / 2**20
     names = list(runners)
-    for s in samples[: args.warmup]:
-        for run in runners.values():
-            run(s.image_path)
-    for clock in stage_clock.values():
-        clock.clear()  # warm-up runs do not count
-    times = {name: [] for name in names}
-    dets = {name: [] for name in names}
-    for i, s in enumerate(tqdm(samples, desc="detect", unit="img")):
-        for name in names[i % len(names) :] + names[: i % len(names)]:
-            t0 = time.perf_counter()
-            dets[name].append(runners[name](s.image_path))
-            times[name].append(time.perf_counter() - t0)
+
+    def forget_warmup():  # warm-up runs do not count
+        for clock in stage_clock.values():
+            clock.clear()
+
+    times, dets = run_interleaved(runners, samples, args.warmup, forget_warmup)
 
     print(
         f"\n{len(samples)} ICDAR 2015 test images, {args.model}, {cfg.limit_type} side {cfg.limit_side_len}, "

@@ -34,6 +34,10 @@ def test_tests_run_against_installed_wheel():
     wdir = weights_dir().resolve()
     assert wdir == pkg.parent / "weights", wdir
     assert (wdir / "ppocrv4_det.pt").is_file() and (wdir / "ppocrv3_det.pt").is_file() and (wdir / "NOTICE").is_file()
+    from dbdetect.models import int8_file, list_int8_models
+
+    for name in list_int8_models():  # the int8 models too, each from inside the wheel
+        assert int8_file(name).resolve().parent == wdir, name
 
 
 def _ref_area_perimeter(p):

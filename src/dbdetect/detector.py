@@ -63,7 +63,8 @@ class Detector:
     """A text detector that keeps its model, for repeated use.
 
     Args:
-        model: a registry name (``dbdetect.models.list_models()``), the path of
+        model: a registry name (``dbdetect.models.list_models()``), a bundled
+            int8 model's name (``dbdetect.models.list_int8_models()``: x86 CPUs), the path of
             a checkpoint written by ``dbdetect train``, an ``.onnx`` file or a
             torch int8 ``.torchscript`` file written by ``dbdetect export``, or
             an ``nn.Module`` with a ``cfg`` dict.

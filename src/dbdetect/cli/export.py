@@ -79,6 +79,11 @@ def run(args) -> int:
 
     if args.out.exists() and not args.overwrite:
         raise UserError(f"--out {args.out} already exists (use --overwrite to replace it)")
+    from ..deploy import qat
+
+    qat_ckpt = qat.read_checkpoint(args.model)
+    if qat_ckpt is not None:
+        return _run_qat(args, qat_ckpt)
     if args.int8 and not args.calib:
         raise UserError("--int8 needs --calib DIR_OR_LABELS (training images to calibrate on)")
     if not args.int8 and args.calib:
@@ -120,6 +125,26 @@ def run(args) -> int:
         raise UserError(str(exc)) from None
     size = args.out.stat().st_size / 2**20
     print(f"wrote {args.out} ({size:.1f} MiB{', int8' if args.int8 else ''})")
+    return 0
+
+
+def _run_qat(args, ckpt: dict) -> int:
+    """A ``dbdetect train --qat`` checkpoint to int8: its ranges were learned, so no calibration."""
+    from ..deploy import qat
+    from ..errors import UserError
+
+    if not (args.int8 and args.out.suffix.lower() == TORCHSCRIPT):
+        raise UserError(f"{args.model} is a QAT checkpoint: it converts to torch int8 (--int8 --out FILE{TORCHSCRIPT})")
+    if args.calib or args.fp32 is not None or args.observer:
+        raise UserError(
+            f"{args.model} is a QAT checkpoint: its ranges and fp32 parts were fixed in training "
+            "(leave out --calib, --fp32 and --observer)"
+        )
+    try:
+        qat.to_int8(qat.from_checkpoint(ckpt), args.out, ckpt.get("step"), overwrite=args.overwrite)
+    except (FileExistsError, IsADirectoryError) as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB, torch int8 from QAT)")
     return 0
 
 

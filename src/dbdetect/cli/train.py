@@ -122,6 +122,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="keep an exponential moving average of the weights (e.g. 0.999); validation and best.pt "
         "use it, last.pt keeps both (default: off)",
     )
+    q = p.add_argument_group("quantisation-aware training")
+    q.add_argument(
+        "--qat",
+        action="store_true",
+        help="fine-tune --model with torch int8's fake quantisation, starting from post-training "
+        "calibrated ranges; writes RUN/best_int8.torchscript (a CPU int8 model Detector runs)",
+    )
+    q.add_argument(
+        "--qat-calibration",
+        type=int,
+        metavar="N",
+        help=f"training images, evenly spread, that set the activation ranges (default {d['qat_calibration']})",
+    )
+    q.add_argument(
+        "--qat-freeze",
+        type=float,
+        metavar="FRACTION",
+        help=f"last fraction of the steps with every int8 range fixed (default {d['qat_freeze']:g})",
+    )
     p.add_argument("--alpha", type=float, help="weight of the binary-map dice loss (default 1)")
     p.add_argument("--beta", type=float, help="weight of the threshold-map L1 loss (default 10)")
     p.add_argument("--shrink-ratio", type=float, help="DB shrink ratio (default 0.4)")

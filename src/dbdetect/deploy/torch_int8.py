@@ -134,36 +134,54 @@ def deconv_names(net: nn.Module) -> list[str]:
     return [name for name, m in net.named_modules() if isinstance(m, nn.ConvTranspose2d)]
 
 
-def qconfig_mapping(fp32_modules: Sequence[str] = (), observer: str = DEFAULT_OBSERVER) -> Any:
+def qconfig_mapping(fp32_modules: Sequence[str] = (), observer: str = DEFAULT_OBSERVER, qat: bool = False) -> Any:
     """Per-channel int8 weights, full-range uint8 activations (ranges by ``observer``); ``fp32_modules`` left out.
 
     The probability logits (:data:`PROB_LOGITS`) get the fixed range +-:data:`LOGIT_RANGE`.
+    ``qat``: the same settings as fake-quantise modules (:mod:`dbdetect.deploy.qat`), where each
+    weight's range is that of the weight as it is now (a moving average with constant 1), not
+    of its history.
     """
     from torch.ao.quantization import (
+        FakeQuantize,
+        FixedQParamsFakeQuantize,
         FixedQParamsObserver,
         HistogramObserver,
         MinMaxObserver,
+        MovingAverageMinMaxObserver,
+        MovingAveragePerChannelMinMaxObserver,
         PerChannelMinMaxObserver,
         QConfig,
+        get_default_qat_qconfig_mapping,
         get_default_qconfig_mapping,
     )
 
+    def weights(per_channel: bool, **kw: Any) -> Any:
+        if not qat:
+            return (PerChannelMinMaxObserver if per_channel else MinMaxObserver).with_args(**kw)
+        kind = MovingAveragePerChannelMinMaxObserver if per_channel else MovingAverageMinMaxObserver
+        return FakeQuantize.with_args(observer=kind, averaging_constant=1.0, **kw)
+
     _check_observer(observer)
     kind = MinMaxObserver if observer == "minmax" else HistogramObserver
-    act = kind.with_args(dtype=torch.quint8, reduce_range=ACTIVATION_BITS == 7)
-    wmax = weight_qmax()
-    weight = PerChannelMinMaxObserver.with_args(
-        dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-wmax, quant_max=wmax
+    act_kw = dict(dtype=torch.quint8, reduce_range=ACTIVATION_BITS == 7)
+    act = (
+        FakeQuantize.with_args(observer=kind, quant_min=0, quant_max=255, **act_kw) if qat else kind.with_args(**act_kw)
     )
-    mapping = get_default_qconfig_mapping("x86").set_global(QConfig(activation=act, weight=weight))
+    wmax = weight_qmax()
+    weight = weights(True, dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-wmax, quant_max=wmax)
+    base = get_default_qat_qconfig_mapping("x86") if qat else get_default_qconfig_mapping("x86")
+    mapping = base.set_global(QConfig(activation=act, weight=weight))
     # torch's x86 ConvTranspose takes per-tensor weights only
-    deconv_weight = MinMaxObserver.with_args(
-        dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, quant_min=-wmax, quant_max=wmax
+    deconv_weight = weights(
+        False, dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, quant_min=-wmax, quant_max=wmax
     )
     mapping.set_object_type(nn.ConvTranspose2d, QConfig(activation=act, weight=deconv_weight))
     logits = FixedQParamsObserver.with_args(
         scale=2 * LOGIT_RANGE / 256, zero_point=128, dtype=torch.quint8, quant_min=0, quant_max=255
     )
+    if qat:
+        logits = FixedQParamsFakeQuantize.with_args(observer=logits)
     mapping.set_module_name(PROB_LOGITS, QConfig(activation=logits, weight=deconv_weight))
     for name in fp32_modules:
         mapping.set_module_name(name, None)

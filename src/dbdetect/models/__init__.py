@@ -16,10 +16,25 @@ import torch
 from torch import nn
 
 from . import dbnet as _dbnet  # noqa: F401  (registers the entry points)
-from .dbnet import DBNet, weights_dir
+from .dbnet import INT8_FILES, DBNet, int8_file, weights_dir
 from .registry import get_entry, list_models, register_model
 
-__all__ = ["cfg_of", "create", "list_models", "fuse", "register_model", "DBNet", "weights_dir"]
+__all__ = [
+    "cfg_of",
+    "create",
+    "list_models",
+    "list_int8_models",
+    "int8_file",
+    "fuse",
+    "register_model",
+    "DBNet",
+    "weights_dir",
+]
+
+
+def list_int8_models() -> list[str]:
+    """Names of the bundled int8 models (``Detector(name)`` runs them on x86 CPUs), sorted."""
+    return sorted(INT8_FILES)
 
 
 def create(name_or_path: str | os.PathLike[str], pretrained: bool = True, **kw: Any) -> nn.Module:
@@ -41,6 +56,12 @@ def create(name_or_path: str | os.PathLike[str], pretrained: bool = True, **kw: 
     """
     if isinstance(name_or_path, str) and name_or_path in list_models():
         return _built(get_entry(name_or_path)(pretrained=pretrained, **kw))
+    if isinstance(name_or_path, str) and name_or_path in INT8_FILES:
+        fp32 = name_or_path.removesuffix("_int8")
+        raise ValueError(
+            f"{name_or_path!r} is a bundled int8 model, not a network to build or train: run it with "
+            f"Detector({name_or_path!r}); to fine-tune, start from {fp32!r} (dbdetect train --qat for int8)"
+        )
     path = Path(name_or_path)
     if path.suffix in (".pt", ".pth", ".ckpt") or path.is_file():
         if not path.is_file():
@@ -71,6 +92,11 @@ def _load_checkpoint(path: Path, **kw: Any) -> nn.Module:
 
 def from_checkpoint(ckpt: dict[str, Any], **kw: Any) -> nn.Module:
     """The model a loaded checkpoint dict describes: its architecture, weights and cfg."""
+    if "qat" in ckpt:  # dbdetect.deploy.qat's checkpoints: fake-quantised, not a float network
+        raise ValueError(
+            "this is a quantisation-aware training checkpoint (dbdetect train --qat): run its "
+            "best_int8.torchscript, or convert it with dbdetect export --int8 --model CKPT --out FILE.torchscript"
+        )
     cfg = dict(ckpt.get("cfg") or {})
     arch_kwargs = dict(cfg.get("arch_kwargs") or {}, **kw)
     model = _built(get_entry(ckpt["arch"])(pretrained=False, **arch_kwargs))

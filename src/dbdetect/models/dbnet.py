@@ -51,6 +51,14 @@ _WEIGHT_FILES = {
     "ppocrv4_td500": "ppocrv4_td500_det.pt",
     "ppocrv4_doc": "ppocrv4_doc_det.pt",
 }
+# Bundled int8 models: torch x86 int8 TorchScript files (dbdetect.deploy), each of the
+# fp32 entry named without "_int8", with that entry's settings inside. Not networks: they
+# are not in the registry of architectures; Detector runs them by name.
+INT8_FILES = {
+    "ppocrv4_int8": "ppocrv4_int8.torchscript",
+    "ppocrv4_ic15_int8": "ppocrv4_ic15_int8.torchscript",
+    "ppocrv4_td500_int8": "ppocrv4_td500_int8.torchscript",
+}
 # Entries whose file stores the threshold branch as a copy of the probability branch.
 _COPIED_THRESHOLD = {"ppocrv4", "ppocrv3"}
 
@@ -94,6 +102,25 @@ def weights_dir() -> Path:
         if d.is_dir():
             return d
     return pkg
+
+
+def int8_file(name: str) -> Path:
+    """The bundled int8 file of ``name`` (one of :data:`INT8_FILES`).
+
+    Raises:
+        ValueError: ``name`` is no bundled int8 model.
+        FileNotFoundError: the file is missing from the installation.
+    """
+    fname = INT8_FILES.get(name)
+    if fname is None:
+        raise ValueError(f"{name!r} is no bundled int8 model (those are {', '.join(sorted(INT8_FILES))})")
+    path = weights_dir() / fname
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the int8 model {name!r} is not at {path}; the dbdetect installation is incomplete "
+            f"(expected dbdetect/weights/{fname}, or weights/{fname} in a source tree)"
+        )
+    return path
 
 
 def load_pretrained(model: nn.Module, name: str) -> nn.Module:

@@ -50,6 +50,10 @@ def open_runtime(
     ``explicit``: the settings the caller gave, so that a foreign ONNX file's
     warning names only the defaults it falls back on.
     """
+    from .. import models
+
+    if isinstance(model, str) and model in models.list_int8_models():
+        model = models.int8_file(model)
     chosen = pick_backend(model, backend)
     if precision not in ("auto", "fp32") and (chosen == "onnxruntime" or is_file_of(model, TORCHSCRIPT)):
         raise ValueError(

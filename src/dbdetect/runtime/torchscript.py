@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,18 @@ def save(module: torch.jit.ScriptModule, cfg: dict, settings: dict, path: Path) 
         load(tmp)  # it reads back
 
 
+def _check_archive(path: Path) -> None:
+    """Refuse a damaged file before torch reads it: torch's zip reader checks no checksums,
+    so flipped bytes inside a weight would load and give wrong maps without a word."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"{path} is not a TorchScript file (truncated, or not a zip archive: {exc})") from None
+    if damaged is not None:
+        raise ValueError(f"{path} is damaged: its entry {damaged!r} fails its CRC-32 checksum; copy the file again")
+
+
 def load(path, check_cpu: bool = False) -> tuple[torch.jit.ScriptModule, dict]:
     """(module, cfg) of a file written by :func:`quantize_torch`; ValueError if it is not one.
 
@@ -55,6 +68,7 @@ def load(path, check_cpu: bool = False) -> tuple[torch.jit.ScriptModule, dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
+    _check_archive(path)
     extra = {EXTRA_CFG: "", EXTRA_QUANT: ""}
     int8_cpu.use_engine()
     try:

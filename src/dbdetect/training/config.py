@@ -39,6 +39,9 @@ HPARAMS = {
     "max_steps": None,
     "amp": True,
     "ema": None,
+    "qat": False,
+    "qat_calibration": 50,
+    "qat_freeze": 0.25,
 }
 
 
@@ -114,5 +117,9 @@ def check_recipe(hp: dict) -> None:
         raise ValueError(f"--ohem-ratio must be > 0, got {hp['ohem_ratio']}")
     if not 0 <= hp["max_angle"] <= 180:
         raise ValueError(f"--max-angle must be in [0, 180] degrees, got {hp['max_angle']}")
+    if not 0 <= hp.get("qat_freeze", 0.0) <= 1:
+        raise ValueError(f"--qat-freeze must be a fraction of the run in [0, 1], got {hp['qat_freeze']}")
+    if hp.get("qat") and int(hp.get("qat_calibration", 1)) < 1:
+        raise ValueError(f"--qat-calibration must be >= 1 image, got {hp['qat_calibration']}")
     if not 0 <= hp.get("scan_prob", 0.0) <= 1:
         raise ValueError(f"--scan-prob must be in [0, 1], got {hp['scan_prob']}")

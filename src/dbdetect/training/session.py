@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import recipe
+from ..deploy import qat
+from . import qat_start, recipe
 from .checkpoints import atomic_save, rng_state, set_rng_state
 from .config import VAL_SETTINGS
 from .loader import make_loader, multiscale_sizes
@@ -66,7 +67,14 @@ class Session:
         hp = self.hp
         # A resumed checkpoint carries its own architecture, weights and cfg: the run
         # must go on where the starting model's file no longer exists.
-        model = models.from_checkpoint(ckpt) if ckpt else models.create(hp["model"], pretrained=hp["pretrained"])
+        if ckpt and qat.CHECKPOINT_KEY in ckpt:
+            model = qat.from_checkpoint(ckpt)
+        elif ckpt:
+            model = models.from_checkpoint(ckpt)
+        else:
+            model = models.create(hp["model"], pretrained=hp["pretrained"])
+            if hp["qat"]:
+                model = self._prepare_qat(model)
         if hp["bn"] == "auto":
             # Batch statistics of small, padded training crops are far from the
             # pretrained running statistics (PP-OCRv4 on ICDAR 2015: balanced BCE
@@ -81,6 +89,10 @@ class Session:
             from ..memory import keep_freed_memory
 
             keep_freed_memory()
+
+    def _prepare_qat(self, model):
+        """``--qat``: the fake-quantised model, its activation ranges calibrated on training images."""
+        return qat_start.prepare(model, self.train_samples, self.hp, self.is_main and not self.args.no_progress)
 
     def _build_optimizer(self):
         import torch
@@ -316,6 +328,7 @@ class Session:
         import torch
 
         hp = self.hp
+        self._maybe_freeze_qat()
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             preds = self.model(batch["image"])
@@ -339,6 +352,10 @@ class Session:
             self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
         self.epoch_sums["n"] = self.epoch_sums.get("n", 0) + 1
         return vals
+
+    def _maybe_freeze_qat(self):
+        """``--qat``: the last ``qat_freeze`` of the steps run on fixed int8 ranges."""
+        qat_start.maybe_freeze(self.base_model(), self.ema, self.step >= self.total * (1.0 - self.hp["qat_freeze"]))
 
     # ---- end of an epoch
     def _validate(self):
@@ -433,6 +450,8 @@ class Session:
                 self._checkpoint(self.out / "best.pt", resumable=False)
             else:
                 shutil.copyfile(last, self.out / "best.pt")
+        if isinstance(self.base_model(), qat.QATNet):
+            print(f"int8 model: {qat_start.convert_best(self.out)}", file=sys.stderr)
         print(f"done: {self.step} steps; best {self.best}; checkpoints in {self.out}", file=sys.stderr)
 
     # ---- checkpoints
@@ -454,6 +473,8 @@ class Session:
             "step": self.step,
             "best": self.best,
         }
+        if isinstance(m, qat.QATNet):
+            ck[qat.CHECKPOINT_KEY] = dict(m.qat)
         if resumable:
             ck.update(
                 optimizer=self.opt.state_dict(),
