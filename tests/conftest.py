@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,15 @@ def funsd():
     if not (folder / "annotations").is_dir():
         pytest.skip(f"FUNSD data not found at {folder} (set DBDETECT_DATA)")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_set(ic15, tmp_path_factory):
+    """Four ICDAR 2015 training images with their labels: a dataset folder for a few training steps."""
+    d = tmp_path_factory.mktemp("tiny_ic15")
+    (d / "images").mkdir()
+    (d / "gts").mkdir()
+    for i in (1, 2, 3, 4):
+        shutil.copy(ic15 / "train" / "images" / f"img_{i}.jpg", d / "images")
+        shutil.copy(ic15 / "train" / "gts" / f"gt_img_{i}.txt", d / "gts")
+    return d

@@ -2,7 +2,6 @@
 
 import copy
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -26,17 +25,6 @@ def images(ic15):
         torch.from_numpy(prepare(load_image(ic15 / "train" / "images" / f"img_{i}.jpg"), cfg, 384, "max"))[None]
         for i in (1, 2, 3)
     ]
-
-
-@pytest.fixture(scope="module")
-def tiny_set(ic15, tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny_qat")
-    (d / "images").mkdir()
-    (d / "gts").mkdir()
-    for i in (1, 2, 3, 4):
-        shutil.copy(ic15 / "train" / "images" / f"img_{i}.jpg", d / "images")
-        shutil.copy(ic15 / "train" / "gts" / f"gt_img_{i}.txt", d / "gts")
-    return d
 
 
 def _train(data, out, *extra):

@@ -5,7 +5,6 @@ Kept tiny (4 images at 256 px, 4 steps) so it fits the CI budget.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,17 +19,6 @@ MODEL = os.environ.get("DBDETECT_TEST_TRAIN_MODEL", "ppocrv4")
 # Where the dbdetect under test lives (site-packages in CI, src/ in a developer run):
 # the torchrun workers must import the same one.
 SRC = Path(dbdetect.__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_set(ic15, tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny_ic15")
-    (d / "images").mkdir()
-    (d / "gts").mkdir()
-    for i in (1, 2, 3, 4):
-        shutil.copy(ic15 / "train" / "images" / f"img_{i}.jpg", d / "images")
-        shutil.copy(ic15 / "train" / "gts" / f"gt_img_{i}.txt", d / "gts")
-    return d
 
 
 def _common(data):
