@@ -1,9 +1,13 @@
 """``dbdetect serve`` under closed-loop load on 127.0.0.1, beside the offline pipeline on the same images.
 
-One run: the offline pipeline (``dbdetect detect``'s streaming path) over the images,
-single ``Detector`` calls (latency), then the service (``dbdetect serve`` in its own
-process) with 1, 4 and 16 closed-loop clients, each level over the same images;
-then more requests at concurrency 4 to see whether the server's memory grows.
+The images are cut into chunks, and on each chunk the variants take turns (in
+reverse order on every other chunk), so the machine's drift hits them alike:
+the offline pipeline (``dbdetect detect``'s streaming path: its plan chosen on
+the first chunk, as one run of ``dbdetect detect`` chooses it once) and single
+``Detector`` calls on the chunk's first images (latency), in one process; the
+service (``dbdetect serve`` in its own process) with 1, 4 and 16 closed-loop
+clients. Then more requests at concurrency 4, to see whether the server's
+memory grows.
 
     python bench/serve.py --limit 500 --rss-requests 2000
 """
@@ -20,27 +24,36 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA
 
+# The offline side, in its own process: one JSON list of paths per stdin line, one JSON answer per line.
 OFFLINE = """
-import json, sys, time
+import json, logging, sys, time
 import dbdetect
 from dbdetect.pipeline import detect_stream, single_malloc_arena
-paths = json.loads(sys.argv[1])
-single_malloc_arena()
-det = dbdetect.Detector("ppocrv4", num_threads=1)   # 2 streams x 1 thread: dbdetect detect's default on 2 cores
-list(detect_stream(det, paths[:2], 1, 1, streams=2))
-t = time.perf_counter()
-n = sum(1 for r in detect_stream(det, paths, 1, 1, streams=2) if r.error is None)
-offline = n / (time.perf_counter() - t)
-single = dbdetect.Detector("ppocrv4", num_threads=2)
-lat = []
-for p in paths[:50]:
-    data = open(p, "rb").read()
-    t0 = time.perf_counter(); single(data); lat.append(time.perf_counter() - t0)
-print(json.dumps({"offline_img_s": offline, "single_p50_ms": sorted(lat)[len(lat) // 2] * 1e3}))
+single_malloc_arena()  # as dbdetect detect does
+plan = {}
+class Plan(logging.Handler):
+    def emit(self, record):  # choose_plan's log line: streams, threads, workers
+        plan.update(streams=record.args[0], workers=record.args[2])
+logging.getLogger("dbdetect.pipeline").addHandler(Plan())
+logging.getLogger("dbdetect.pipeline").setLevel(logging.INFO)
+det = dbdetect.Detector("ppocrv4")
+det(json.loads(sys.argv[1]))  # warm-up
+single_n = int(sys.argv[2])
+for line in sys.stdin:
+    paths = json.loads(line)
+    t = time.perf_counter()
+    n = sum(1 for r in detect_stream(det, paths, **plan) if r.error is None)
+    seconds = time.perf_counter() - t
+    lat = []
+    for p in paths[:single_n]:
+        data = open(p, "rb").read()
+        t0 = time.perf_counter(); det(data); lat.append(time.perf_counter() - t0)
+    print(json.dumps({"images": n, "seconds": seconds, "single_s": lat, "plan": plan}), flush=True)
 """
 
 
@@ -58,7 +71,7 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return cur / 1024, peak / 1024
 
 
-def load(client_count: int, url: str, blobs: list[bytes], total: int) -> dict[str, float]:
+def load(client_count: int, url: str, blobs: list[bytes], total: int) -> dict[str, Any]:
     """``client_count`` closed-loop clients sending ``total`` requests in all (the images in turn)."""
     import httpx
 
@@ -89,67 +102,118 @@ def load(client_count: int, url: str, blobs: list[bytes], total: int) -> dict[st
         th.start()
     for th in threads:
         th.join()
-    wall = time.perf_counter() - t
-    lat.sort()
+    return {"seconds": time.perf_counter() - t, "latencies": lat, "errors": errors[0]}
+
+
+def summary(runs: list[dict]) -> dict[str, float]:
+    """Images per second, p50 and p99 latency (ms) and errors over several :func:`load` runs."""
+    lat = sorted(v for r in runs for v in r["latencies"])
     return {
-        "img_s": len(lat) / wall,
+        "img_s": len(lat) / sum(r["seconds"] for r in runs),
         "p50_ms": lat[len(lat) // 2] * 1e3,
         "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3,
-        "errors": errors[0],
+        "errors": sum(r["errors"] for r in runs),
     }
 
 
-def batch_mean(url: str) -> float:
+def batch_totals(url: str) -> tuple[float, float]:
+    """(sum, count) of the server's batch-size histogram: images and forward passes so far."""
     import httpx
 
     text = httpx.get(url + "/metrics").text
     s = float(re.search(r"^dbdetect_batch_size_sum (\S+)", text, re.M).group(1))  # type: ignore[union-attr]
     n = float(re.search(r"^dbdetect_batch_size_count (\S+)", text, re.M).group(1))  # type: ignore[union-attr]
-    return s / max(n, 1)
+    return s, n
+
+
+def start_server(a: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
+    """``dbdetect serve`` on a free port of 127.0.0.1, once ready."""
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "dbdetect", "serve", "--port", str(port), "--threads", str(a.threads)]
+    cmd += ["--max-queue", "64", "--log-level", "warning"]
+    for flag in ("max_batch", "max_wait_ms", "streams"):
+        if getattr(a, flag) is not None:
+            cmd += ["--" + flag.replace("_", "-"), str(getattr(a, flag))]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while True:
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise SystemExit("dbdetect serve did not start: " + (server.stderr.read() or b"").decode()[-2000:])
+        try:
+            if httpx.get(url + "/readyz").status_code == 200:
+                return server, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
+def run_turns(a: argparse.Namespace, paths: list[str], url: str, offline: subprocess.Popen[str]) -> dict[str, Any]:
+    """Every variant on every chunk, in turns; the totals of each."""
+    levels = [int(v) for v in a.concurrency.split(",")]
+    runs: dict[Any, list[dict[str, Any]]] = {"offline": [], **{c: [] for c in levels}}
+    batches = {c: [0.0, 0.0] for c in levels}
+    single: list[float] = []
+    plan: dict[str, Any] = {}
+    for k, start in enumerate(range(0, len(paths), a.chunk)):
+        chunk = paths[start : start + a.chunk]
+        blobs = [Path(p).read_bytes() for p in chunk]
+        order: list[Any] = ["offline", *levels]
+        for variant in order if k % 2 == 0 else order[::-1]:
+            if variant == "offline":
+                assert offline.stdin is not None and offline.stdout is not None
+                offline.stdin.write(json.dumps(chunk) + "\n")
+                offline.stdin.flush()
+                res = json.loads(offline.stdout.readline())
+                runs["offline"].append(res)
+                single += res["single_s"]
+                plan = res["plan"]
+                continue
+            s0, n0 = batch_totals(url)
+            runs[variant].append(load(variant, url, blobs, len(blobs)))
+            s1, n1 = batch_totals(url)
+            batches[variant][0] += s1 - s0
+            batches[variant][1] += n1 - n0
+        print(f"chunk {k}: {len(chunk)} images", file=sys.stderr, flush=True)
+    single.sort()
+    off = runs.pop("offline")
+    return {
+        "offline_img_s": sum(r["images"] for r in off) / sum(r["seconds"] for r in off),
+        "single_p50_ms": single[len(single) // 2] * 1e3,
+        "plan": plan,
+        "levels": {c: (summary(r), batches[c][0] / max(batches[c][1], 1)) for c, r in runs.items()},
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA / "icdar2015" / "test" / "images")
     ap.add_argument("--limit", type=int, default=500)
+    ap.add_argument("--chunk", type=int, default=100, help="images per turn of each variant")
+    ap.add_argument("--single", type=int, default=10, help="single Detector calls per chunk (latency)")
     ap.add_argument("--concurrency", default="1,4,16")
     ap.add_argument("--rss-requests", type=int, default=2000, help="requests of the memory check (0: skip)")
-    ap.add_argument("--max-batch", type=int, default=4)
-    ap.add_argument("--max-wait-ms", type=float, default=2.0)
+    ap.add_argument("--max-batch", type=int, default=None, help="dbdetect serve --max-batch (default: its own)")
+    ap.add_argument("--max-wait-ms", type=float, default=None, help="dbdetect serve --max-wait-ms")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--streams", type=int, default=None, help="dbdetect serve --streams (default: its own)")
     a = ap.parse_args()
     paths = [str(p) for p in sorted(a.data.glob("*.jpg"))[: a.limit]]
-    blobs = [Path(p).read_bytes() for p in paths]
-    off = subprocess.run([sys.executable, "-c", OFFLINE, json.dumps(paths)], capture_output=True, text=True, check=True)
-    offline = json.loads(off.stdout.strip().splitlines()[-1])
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "dbdetect", "serve", "--port", str(port), "--threads", str(a.threads)]
-    cmd += ["--max-batch", str(a.max_batch), "--max-wait-ms", str(a.max_wait_ms), "--max-queue", "64"]
-    cmd += ["--log-level", "warning"] + (["--streams", str(a.streams)] if a.streams else [])
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    offline = subprocess.Popen(
+        [sys.executable, "-c", OFFLINE, json.dumps(paths[0]), str(a.single)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    server, url = start_server(a)
     try:
-        import httpx
-
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("dbdetect serve did not start: " + (server.stderr.read() or b"").decode()[-2000:])
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        rows = []
-        for c in (int(v) for v in a.concurrency.split(",")):
-            before = batch_mean(url)
-            res = load(c, url, blobs, len(blobs))
-            rows.append((c, res, batch_mean(url) if before == before else 0.0))
+        res = run_turns(a, paths, url, offline)
         rss = []
         if a.rss_requests:
+            blobs = [Path(p).read_bytes() for p in paths]
             load(4, url, blobs, 200)
             rss.append(rss_mb(server.pid)[0])
             load(4, url, blobs, a.rss_requests - 200)
@@ -158,21 +222,31 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(30)
-    streams = a.streams or "default"
-    print(
-        f"{len(blobs)} ICDAR 2015 test images, ppocrv4, {a.threads} threads, streams {streams}, {os.cpu_count()} CPUs"
+        offline.kill()
+        offline.wait(30)
+    settings = " ".join(
+        f"--{k.replace('_', '-')} {v}"
+        for k, v in vars(a).items()
+        if k in ("max_batch", "max_wait_ms", "streams") and v is not None
     )
     print(
-        f"offline pipeline (dbdetect detect): {offline['offline_img_s']:.2f} img/s; "
-        f"single Detector call p50 {offline['single_p50_ms']:.1f} ms"
+        f"{len(paths)} ICDAR 2015 test images in chunks of {a.chunk}, ppocrv4, {a.threads} threads, "
+        f"server settings: {settings or 'its defaults'}, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"offline pipeline (dbdetect detect, plan {res['plan'] or 'the only one'}): {res['offline_img_s']:.2f} img/s; "
+        f"single Detector call p50 {res['single_p50_ms']:.1f} ms"
     )
     print("| clients | img/s | vs offline | p50 ms | p99 ms | mean batch | errors |")
     print("|---|---|---|---|---|---|---|")
-    for c, r, b in rows:
+    for c, (r, b) in res["levels"].items():
         print(
-            f"| {c} | {r['img_s']:.2f} | {r['img_s'] / offline['offline_img_s']:.3f}x | {r['p50_ms']:.1f} | "
+            f"| {c} | {r['img_s']:.2f} | {r['img_s'] / res['offline_img_s']:.3f}x | {r['p50_ms']:.1f} | "
             f"{r['p99_ms']:.1f} | {b:.2f} | {r['errors']} |"
         )
+    if 1 in res["levels"]:
+        gap = res["levels"][1][0]["p50_ms"] - res["single_p50_ms"]
+        print(f"p50 at 1 client - single call p50: {gap:+.1f} ms (goal <= 10)")
     if rss:
         print(
             f"server RSS after 200 requests {rss[0]:.0f} MB, after {a.rss_requests}: {rss[1]:.0f} MB "

@@ -25,11 +25,7 @@ class Engine:
 
     @classmethod
     def from_settings(cls, settings: ServeSettings) -> Engine:
-        streams, threads = settings.streams_and_threads()
-        if streams > 1:
-            from ..pipeline import single_malloc_arena
-
-            single_malloc_arena()  # concurrent passes in one arena: no per-thread heaps that only grow
+        threads = settings.streams_and_threads()[1]
         return cls(Detector(settings.model, device=settings.device, num_threads=threads, **dict(settings.detector)))
 
     def warm_up(self) -> None:
