@@ -35,7 +35,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "under load on a CPU)",
     )
     p.add_argument("--max-batch", type=int, default=4, help="images per forward pass at most (default 4)")
-    p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for more images (default 2)")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=0.0,
+        help="how long a batch waits for more images (default 0: takes what is queued)",
+    )
     p.add_argument(
         "--max-queue", type=int, default=32, help="images waiting at most; beyond, 503 with Retry-After (default 32)"
     )

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from ..memory import single_malloc_arena
-from .batcher import MicroBatcher, QueueFull
+from .batcher import BadImage, MicroBatcher, QueueFull
 from .engine import Engine
 from .metrics import Metrics
 from .settings import ServeSettings
@@ -59,7 +59,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def local_batcher(engine: Engine, cfg: ServeSettings, metrics: Metrics) -> MicroBatcher:
     """The in-process micro-batcher (the default of :func:`create_app`)."""
     streams = cfg.streams_and_threads()[0]
-    return MicroBatcher(engine.forward, engine.boxes, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue, metrics, streams)
+    return MicroBatcher(engine, cfg.max_batch, cfg.max_wait_ms, cfg.max_queue, metrics, streams)
 
 
 def create_app(
@@ -224,24 +224,25 @@ def create_app(
     async def _one(request: Request, up: Upload, post: dict[str, Any], vis: bool) -> dict[str, Any]:
         eng: Engine = state["engine"]
         check_image(up.data, cfg.max_pixels, up.name)
-        t0 = time.perf_counter()
+        prepared = None
+        if not eng.decode_inline:
+            try:
+                prepared = await asyncio.to_thread(eng.prepare, up.data, post)
+            except ValueError as exc:
+                raise BadRequest(422, f"{up.name}: {exc}") from None
         try:
-            img, x, kwargs = await asyncio.to_thread(eng.prepare, up.data, post)
-        except ValueError as exc:
-            raise BadRequest(422, f"{up.name}: {exc}") from None
-        decode_ms = (time.perf_counter() - t0) * 1e3
-        try:
-            fut = state["batcher"].submit(x, img.shape[:2], kwargs)
+            fut = state["batcher"].submit(up.data, post, prepared)
         except QueueFull:
-            raise BadRequest(
-                503, f"the queue is full ({cfg.max_queue} images waiting)", {"Retry-After": RETRY_AFTER_S}
-            ) from None
-        dets, timings = await _wait(request, fut)
+            raise _queue_full(cfg) from None
+        try:
+            img, dets, timings = await _wait(request, fut)
+        except BadImage as exc:
+            raise BadRequest(422, f"{up.name}: {exc}") from None
         out: dict[str, Any] = {
             "width": int(img.shape[1]),
             "height": int(img.shape[0]),
             "detections": [d.to_dict() for d in dets],
-            "timings": {"decode_ms": round(decode_ms, 2), **{k: round(v, 2) for k, v in timings.items()}},
+            "timings": {k: round(v, 2) for k, v in timings.items()},
         }
         if len(post) or vis:
             out["settings"] = post
@@ -261,6 +262,8 @@ def create_app(
             watch.cancel()
         if fut.done() and not fut.cancelled():
             exc = fut.exception()
+            if isinstance(exc, BadImage):
+                raise exc
             if exc is not None:
                 raise BadRequest(500, f"inference failed: {exc}")
             return fut.result()

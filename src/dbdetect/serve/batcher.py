@@ -1,12 +1,14 @@
 """Micro-batching with a bounded queue: concurrent requests share forward passes, never the event loop.
 
-Requests put prepared images on one queue. A single worker task takes the first,
-waits up to ``max_wait_ms`` for more (at most ``max_batch``), stacks the ones whose
-network input has the same shape (no padding, so each result equals a single
-:class:`dbdetect.Detector` call) and runs the forward pass and the
-post-processing in one inference thread per stream. Meanwhile the next batch gathers.
-A full queue refuses at once (:class:`QueueFull`); a request that gives up
-(timeout, disconnected client) cancels its job, which the worker then skips.
+Requests put their uploads on one queue. A single worker task takes the first,
+waits up to ``max_wait_ms`` for more (at most ``max_batch``), and hands them to one
+inference thread per stream, which decodes and resizes them (on a CPU; see
+:attr:`dbdetect.serve.engine.Engine.decode_inline`), stacks the ones whose network
+input has the same shape (no padding, so each result equals a single
+:class:`dbdetect.Detector` call) and runs the forward pass and the post-processing.
+Meanwhile the next batch gathers. A full queue refuses at once (:class:`QueueFull`);
+a request that gives up (timeout, disconnected client) cancels its job, which the
+worker then skips.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .engine import Engine, Prepared
 from .metrics import Metrics
 
 
@@ -27,34 +30,36 @@ class QueueFull(Exception):
     """The queue holds ``max_queue`` images already."""
 
 
+class BadImage(ValueError):
+    """An upload that does not decode (the request answers 422)."""
+
+
 @dataclass
 class Job:
-    """One prepared image: the network input, what to post-process it with, where the answer goes."""
+    """One upload: its bytes and settings, its network input once prepared, where the answer goes."""
 
-    x: np.ndarray
-    shape: tuple[int, int]
+    data: bytes
     post: dict[str, Any]
     future: asyncio.Future[Any]
+    prepared: Prepared | None = None
     queued_at: float = field(default_factory=time.perf_counter)
 
 
-# (network input batch) -> probability maps; (probability map, image shape, post settings) -> detections
-Forward = Callable[[np.ndarray], np.ndarray]
-Boxes = Callable[[np.ndarray, tuple[int, int], dict[str, Any]], Any]
+# the answer of one job: (upright image, detections, timings), or the exception it met
+Answer = Any
 
 
 class MicroBatcher:
     def __init__(
         self,
-        forward: Forward,
-        boxes: Boxes,
+        engine: Engine,
         max_batch: int,
         max_wait_ms: float,
         max_queue: int,
         metrics: Metrics,
         streams: int = 1,
     ) -> None:
-        self.forward, self.boxes = forward, boxes
+        self.engine = engine
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000.0
         self.max_queue, self.metrics = max_queue, metrics
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
@@ -78,14 +83,14 @@ class MicroBatcher:
                 pass
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    def submit(self, x: np.ndarray, shape: tuple[int, int], post: dict[str, Any]) -> asyncio.Future[Any]:
-        """Queue one prepared image; its future gets ``(detections, timings)``. QueueFull when full."""
+    def submit(self, data: bytes, post: dict[str, Any], prepared: Prepared | None = None) -> asyncio.Future[Any]:
+        """Queue one upload; its future gets ``(image, detections, timings)``. QueueFull when full."""
         if self.waiting >= self.max_queue:
             raise QueueFull
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting += 1
         self.metrics.queue_depth.set(self.waiting)
-        self.queue.put_nowait(Job(x, shape, post, fut))
+        self.queue.put_nowait(Job(data, post, fut, prepared))
         return fut
 
     async def _take(self, timeout: float | None) -> Job | None:
@@ -118,43 +123,61 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             jobs = await self._gather()
-            groups: dict[tuple[int, ...], list[Job]] = {}
-            for j in jobs:
-                groups.setdefault(j.x.shape, []).append(j)
-            for group in groups.values():
-                self.metrics.batch_size.observe(len(group))
-                try:
-                    results = await loop.run_in_executor(self.executor, self._run, group)
-                except Exception as exc:  # a broken model: every waiting request learns why
-                    for j in group:
-                        if not j.future.done():
-                            j.future.set_exception(exc)
+            if not jobs:
+                continue
+            try:
+                answers = await loop.run_in_executor(self.executor, self._run, jobs)
+            except Exception as exc:  # a broken model: every waiting request learns why
+                answers = [exc] * len(jobs)
+            for j, answer in zip(jobs, answers):
+                if j.future.done():
                     continue
-                for j, res in zip(group, results):
-                    if not j.future.done():
-                        j.future.set_result(res)
+                if isinstance(answer, BaseException):
+                    j.future.set_exception(answer)
+                else:
+                    j.future.set_result(answer)
 
-    def _run(self, group: list[Job]) -> list[tuple[Any, dict[str, float]]]:
-        return run_group(self.forward, self.boxes, group)
+    def _run(self, jobs: list[Job]) -> list[Answer]:
+        return run_jobs(self.engine, jobs, self.metrics.batch_size.observe)
 
 
-def run_group(forward: Forward, boxes: Boxes, group: list[Job]) -> list[tuple[Any, dict[str, float]]]:
-    """Forward pass and post-processing of one same-shape group (in an inference thread).
+def _prepare(engine: Engine, job: Job) -> Prepared | BadImage:
+    if job.prepared is not None:
+        return job.prepared
+    try:
+        return engine.prepare(job.data, job.post)
+    except ValueError as exc:
+        return BadImage(str(exc))
 
-    Returns ``(detections, timings)`` per job, in order.
+
+def run_jobs(engine: Engine, jobs: list[Job], observe: Callable[[int], Any]) -> list[Answer]:
+    """Prepare the jobs not yet prepared, then one forward pass per same-shape group (in an inference thread).
+
+    Returns an answer per job, in order: ``(image, detections, timings)``, or the
+    :class:`BadImage` of an upload that does not decode. ``observe`` gets each pass's batch size.
     """
-    started = time.perf_counter()
-    prob = forward(np.stack([j.x for j in group]))
-    network = time.perf_counter()
-    out = []
-    for j, p in zip(group, prob):
-        t0 = time.perf_counter()
-        dets = boxes(p, j.shape, j.post)
-        timings = {
-            "queue_ms": (started - j.queued_at) * 1e3,
-            "inference_ms": (network - started) * 1e3,
-            "postprocess_ms": (time.perf_counter() - t0) * 1e3,
-            "batch": float(len(group)),
-        }
-        out.append((dets, timings))
-    return out
+    answers: list[Answer] = [None] * len(jobs)
+    groups: dict[tuple[int, ...], list[tuple[int, Prepared]]] = {}
+    for k, job in enumerate(jobs):
+        ready = _prepare(engine, job)
+        if isinstance(ready, BadImage):
+            answers[k] = ready
+        else:
+            groups.setdefault(ready.x.shape, []).append((k, ready))
+    for group in groups.values():
+        observe(len(group))
+        started = time.perf_counter()
+        prob = engine.forward(np.stack([p.x for _, p in group]))
+        network = time.perf_counter()
+        for (k, p), pk in zip(group, prob):
+            t0 = time.perf_counter()
+            dets = engine.boxes(pk, p.img.shape[:2], p.kwargs)
+            timings = {
+                "decode_ms": p.decode_ms,
+                "queue_ms": (started - jobs[k].queued_at) * 1e3 - (0.0 if jobs[k].prepared else p.decode_ms),
+                "inference_ms": (network - started) * 1e3,
+                "postprocess_ms": (time.perf_counter() - t0) * 1e3,
+                "batch": float(len(group)),
+            }
+            answers[k] = (p.img, dets, timings)
+    return answers

@@ -17,11 +17,9 @@ import os
 import time
 from typing import Any
 
-import numpy as np
-
 from .app import create_app
-from .batcher import Job, run_group
-from .engine import Engine
+from .batcher import Job, run_jobs
+from .engine import Engine, Prepared
 from .metrics import Metrics
 from .settings import ServeSettings
 
@@ -48,23 +46,20 @@ class ServeBatcher:
     async def stop(self) -> None:
         pass
 
-    def submit(self, x: np.ndarray, shape: tuple[int, int], post: dict[str, Any]) -> asyncio.Future[Any]:
-        # the future is a placeholder: the job is answered by the batched call's own result
-        job = Job(x, shape, post, asyncio.get_running_loop().create_future())
-        return asyncio.ensure_future(self._batched(job))
+    def submit(self, data: bytes, post: dict[str, Any], prepared: Prepared | None = None) -> asyncio.Future[Any]:
+        job = Job(data, post, asyncio.get_running_loop().create_future(), prepared)
+        return asyncio.ensure_future(self._answer(job))
+
+    async def _answer(self, job: Job) -> Any:
+        # the job's own future is a placeholder: the batched call returns each answer
+        answer = await self._batched(job)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
     def _run(self, jobs: list[Job]) -> list[Any]:
         """Same-shape images share a forward pass, as in the in-process batcher."""
-        out: list[Any] = [None] * len(jobs)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for k, job in enumerate(jobs):
-            groups.setdefault(job.x.shape, []).append(k)
-        for idx in groups.values():
-            self.metrics.batch_size.observe(len(idx))
-            results = run_group(self.engine.forward, self.engine.boxes, [jobs[k] for k in idx])
-            for k, res in zip(idx, results):
-                out[k] = res
-        return out
+        return run_jobs(self.engine, jobs, self.metrics.batch_size.observe)
 
 
 def replica_app(settings: ServeSettings) -> Any:

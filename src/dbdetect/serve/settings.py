@@ -20,7 +20,9 @@ class ServeSettings:
         streams: forward passes run at once, sharing ``threads`` (None: 1, the lowest latency;
             2 gives more images per second under load on a 2-core CPU, see the serving docs).
         max_batch: images per forward pass at most.
-        max_wait_ms: how long the first image of a batch waits for others.
+        max_wait_ms: how long the first image of a batch waits for others (0: the batch takes
+            what is queued; under load the queue fills while the previous batch runs, and an
+            idle service answers a lone request at once, as Triton's default does).
         max_queue: images waiting for the network at most; beyond, 503 at once.
         timeout_s: a request still unanswered after this gets 504.
         max_body_mb: largest request body; larger gets 413 before it is read.
@@ -36,7 +38,7 @@ class ServeSettings:
     threads: int | None = None
     streams: int | None = None
     max_batch: int = 4
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
     max_queue: int = 32
     timeout_s: float = 30.0
     max_body_mb: float = 20.0
