@@ -35,10 +35,9 @@ class Engine:
     def __init__(self, detector: Detector) -> None:
         self.detector = detector
         self.name = str(detector.cfg.get("name") or "model")
-        # On a CPU the network's threads take every core: decoding beside them slows the pass
-        # more than it saves (the decoding-thread plans of dbdetect.pipeline lost 8-17% to the
-        # loop on a 2-core AMD EPYC), so the inference thread decodes each batch first. A GPU
-        # waits for the host instead, so there requests decode in their own threads.
+        # On a CPU the network's threads take every core, so decoding beside them competes with
+        # the pass for the same cores: the inference thread decodes each batch first, as a plain
+        # loop does. A GPU waits for the host instead, so there requests decode in their own threads.
         self.decode_inline = str(detector.device).startswith("cpu")
 
     @classmethod
