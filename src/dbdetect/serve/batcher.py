@@ -57,6 +57,7 @@ class MicroBatcher:
         max_wait_ms: float,
         max_queue: int,
         metrics: Metrics,
+        threads: ThreadPoolExecutor,
         streams: int = 1,
     ) -> None:
         self.engine = engine
@@ -64,9 +65,10 @@ class MicroBatcher:
         self.max_queue, self.metrics = max_queue, metrics
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.waiting = 0  # jobs put and not yet taken by the worker
-        # on a CPU, two forward passes of half the threads each beat one of all (dbdetect.pipeline)
+        # one gathering task per inference thread: with 2 streams on a CPU, two forward
+        # passes of half the threads each run at once (dbdetect.pipeline)
+        self.executor = threads
         self.streams = max(1, int(streams))
-        self.executor = ThreadPoolExecutor(self.streams, thread_name_prefix="dbdetect-inference")
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -81,7 +83,6 @@ class MicroBatcher:
                 await task
             except asyncio.CancelledError:
                 pass
-        self.executor.shutdown(wait=True, cancel_futures=True)
 
     def submit(self, data: bytes, post: dict[str, Any], prepared: Prepared | None = None) -> asyncio.Future[Any]:
         """Queue one upload; its future gets ``(image, detections, timings)``. QueueFull when full."""

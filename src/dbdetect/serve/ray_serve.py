@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .app import create_app
@@ -29,14 +30,15 @@ class ServeBatcher:
 
     waiting = 0  # Ray Serve's own queue limits apply; this one never refuses
 
-    def __init__(self, engine: Engine, settings: ServeSettings, metrics: Metrics) -> None:
+    def __init__(self, engine: Engine, settings: ServeSettings, metrics: Metrics, threads: ThreadPoolExecutor) -> None:
         from ray import serve
 
         self.engine, self.metrics = engine, metrics
 
         @serve.batch(max_batch_size=settings.max_batch, batch_wait_timeout_s=settings.max_wait_ms / 1000.0)
         async def run(jobs: list[Job]) -> list[Any]:
-            return await asyncio.to_thread(self._run, jobs)
+            # in the thread that loaded the model (see create_app), not asyncio's pool
+            return await asyncio.get_running_loop().run_in_executor(threads, self._run, jobs)
 
         self._batched = run
 
