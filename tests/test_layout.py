@@ -27,7 +27,10 @@ FLOORS = [
     ("evaluation", ["dbdetect.evaluation"]),
     ("scale", ["dbdetect.scale"]),
     ("deploy", ["dbdetect.deploy"]),
-    ("detector", ["dbdetect.detector", "dbdetect.pipeline", "dbdetect.visualize", "dbdetect.crops"]),
+    (
+        "detector",
+        ["dbdetect.detector", "dbdetect.pipeline", "dbdetect.batching", "dbdetect.visualize", "dbdetect.crops"],
+    ),
     ("runtime", ["dbdetect.runtime"]),
     (
         "core",

@@ -217,7 +217,10 @@ class Detector:
         return prepare(img, self.cfg, self.limit_side_len, self.limit_type)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
-        out = self.runtime(batch)
+        return self._checked(self.runtime(batch))
+
+    @staticmethod
+    def _checked(out: np.ndarray) -> np.ndarray:
         # Post-processing reads only the rows near text, so a broken model
         # (NaN weights or input) would pass unnoticed there: check here.
         if np.isnan(out).any():
@@ -253,11 +256,10 @@ class Detector:
         ``images`` may be any iterable, a generator of paths included. It is
         read as a stream (see :meth:`stream`): only the returned detections
         accumulate, never the decoded images. Images that resize to the same
-        network shape share a forward pass; no padding is added, so each
-        result equals the single-image call (padding would not keep it: the
-        squeeze-and-excitation blocks average over the whole input, and 32
-        zero rows under a 960x544 ICDAR 2015 input moved 17 of 41 boxes below
-        IoU 0.95).
+        network shape share a forward pass; on a GPU, images of different
+        shapes share padded passes too (:mod:`dbdetect.batching`), computed
+        so that each result still equals the single-image call
+        (:mod:`dbdetect.models.padding`).
 
         >>> Detector().detect_batch(p for p in ["a.jpg", "b.jpg"])  # doctest: +SKIP
         [[Detection(...), ...], [...]]

@@ -39,8 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
-
+from .batching import forward_all
 from .memory import single_malloc_arena
 
 __all__ = ["Plan", "Result", "prefetch", "detect_stream", "candidate_plans", "choose_plan", "single_malloc_arena"]
@@ -186,9 +185,10 @@ def detect_stream(
 ) -> Iterator[Result]:
     """Detect text in a stream of images; one :class:`Result` per input, in order.
 
-    Prepared inputs are grouped by network shape inside a window of
-    ``4 * batch_size`` images (no padding, so each result equals the
-    single-image call). At most ``streams + 1`` windows plus ``2 * workers +
+    Prepared inputs are grouped into passes inside a window of
+    ``4 * batch_size`` images (:func:`dbdetect.batching.plan_batches`: by
+    network shape, on a GPU into padded buckets; each result equals the
+    single-image call either way). At most ``streams + 1`` windows plus ``2 * workers +
     streams`` prepared images are held at once. A bad image gives a ``Result``
     with ``error`` set and the stream goes on.
 
@@ -297,15 +297,8 @@ def _windows(prepared: Iterator, size: int) -> Iterator[list]:
 
 
 def _run_window(det, window: list, batch_size: int) -> Iterator[Result]:
-    by_shape: dict[tuple, list] = {}
-    for entry in window:
-        if isinstance(entry, tuple):
-            by_shape.setdefault(entry[1].shape, []).append(entry)
-    for group in by_shape.values():
-        for start in range(0, len(group), batch_size):
-            chunk = group[start : start + batch_size]
-            probs = det._forward(np.stack([x for _, x in chunk]))
-            for (res, _), prob in zip(chunk, probs):
-                res.detections = det._boxes(prob, res.shape)
+    ready = [entry for entry in window if isinstance(entry, tuple)]
+    for (res, _), prob in zip(ready, forward_all(det, [x for _, x in ready], batch_size)):
+        res.detections = det._boxes(prob, res.shape)
     for entry in window:
         yield entry[0] if isinstance(entry, tuple) else entry

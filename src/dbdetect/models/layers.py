@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import padding
+
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round a channel count to a multiple of ``divisor`` (MobileNet rule: never below 90% of v).
@@ -153,8 +155,8 @@ class SEModule(nn.Module):
         self.residual = residual
 
     def squeeze(self, x: torch.Tensor) -> torch.Tensor:
-        """The (N, C, 1, 1) gate values for ``x``."""
-        return self.gate(self.conv2(self.relu(self.conv1(F.adaptive_avg_pool2d(x, 1)))))
+        """The (N, C, 1, 1) gate values for ``x`` (the mean over each image's own region in a padded batch)."""
+        return self.gate(self.conv2(self.relu(self.conv1(padding.mean(x)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.squeeze(x)

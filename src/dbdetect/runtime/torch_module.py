@@ -47,6 +47,10 @@ class TorchModuleRuntime:
         self.device = check_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.dtype = _DTYPES[self.precision]
+        # Whether inputs of different sizes share a pass (run_padded): on a GPU a full
+        # batch pays for its padding; on a CPU a batch gains little and padding is
+        # pure extra work.
+        self.pads = self.device.type != "cpu"
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
         self.cfg: dict[str, Any] = models.cfg_of(net)
@@ -67,6 +71,26 @@ class TorchModuleRuntime:
             prob = prob["prob"]
         out: np.ndarray = prob[:, 0].float().cpu().numpy()
         return out
+
+    def run_padded(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """One forward pass over (3, h, w) inputs of different sizes; each image's own map, cropped.
+
+        Each input sits at the top-left of a zero canvas of the largest height and
+        width, and the network treats the canvas outside it as its own pass treats
+        the world outside the image (:mod:`dbdetect.models.padding`), so each map
+        equals that of the image's own pass.
+        """
+        from ..models import padding
+
+        sizes = [(int(x.shape[-2]), int(x.shape[-1])) for x in inputs]
+        shape = (max(h for h, _ in sizes), max(w for _, w in sizes))
+        batch = np.zeros((len(inputs), inputs[0].shape[0], *shape), dtype=inputs[0].dtype)
+        for canvas, x, (h, w) in zip(batch, inputs, sizes):
+            canvas[:, :h, :w] = x
+        padding.install(self.module)  # a module assigned after construction gets its hooks here
+        with padding.regions(sizes, shape):
+            prob = self(batch)
+        return [np.ascontiguousarray(prob[i, :h, :w]) for i, (h, w) in enumerate(sizes)]
 
     def _to_device(self, batch: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(batch)

@@ -4,8 +4,9 @@ Requests put their uploads on one queue. A single worker task takes the first,
 waits up to ``max_wait_ms`` for more (at most ``max_batch``), and hands them to one
 inference thread per stream, which decodes and resizes them (on a CPU; see
 :attr:`dbdetect.serve.engine.Engine.decode_inline`), stacks the ones whose network
-input has the same shape (no padding, so each result equals a single
-:class:`dbdetect.Detector` call) and runs the forward pass and the post-processing.
+input has the same shape (on a GPU, pads the others into buckets:
+:mod:`dbdetect.batching`; each result equals a single :class:`dbdetect.Detector`
+call either way) and runs the forward pass and the post-processing.
 Meanwhile the next batch gathers. A full queue refuses at once (:class:`QueueFull`);
 a request that gives up (timeout, disconnected client) cancels its job, which the
 worker then skips.
@@ -19,8 +20,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from .engine import Engine, Prepared
 from .metrics import Metrics
@@ -152,25 +151,28 @@ def _prepare(engine: Engine, job: Job) -> Prepared | BadImage:
 
 
 def run_jobs(engine: Engine, jobs: list[Job], observe: Callable[[int], Any]) -> list[Answer]:
-    """Prepare the jobs not yet prepared, then one forward pass per same-shape group (in an inference thread).
+    """Prepare the jobs not yet prepared, then one forward pass per bucket (in an inference thread).
 
-    Returns an answer per job, in order: ``(image, detections, timings)``, or the
-    :class:`BadImage` of an upload that does not decode. ``observe`` gets each pass's batch size.
+    Same-shape inputs share a pass; on a GPU, inputs of different shapes share
+    padded ones too (:mod:`dbdetect.batching`). Returns an answer per job, in
+    order: ``(image, detections, timings)``, or the :class:`BadImage` of an
+    upload that does not decode. ``observe`` gets each pass's batch size.
     """
     answers: list[Answer] = [None] * len(jobs)
-    groups: dict[tuple[int, ...], list[tuple[int, Prepared]]] = {}
+    ready: list[tuple[int, Prepared]] = []
     for k, job in enumerate(jobs):
-        ready = _prepare(engine, job)
-        if isinstance(ready, BadImage):
-            answers[k] = ready
+        prepared = _prepare(engine, job)
+        if isinstance(prepared, BadImage):
+            answers[k] = prepared
         else:
-            groups.setdefault(ready.x.shape, []).append((k, ready))
-    for group in groups.values():
-        observe(len(group))
+            ready.append((k, prepared))
+    for group in engine.buckets([p.x for _, p in ready]):
+        members = [ready[i] for i in group]
+        observe(len(members))
         started = time.perf_counter()
-        prob = engine.forward(np.stack([p.x for _, p in group]))
+        probs = engine.forward_group([p.x for _, p in members])
         network = time.perf_counter()
-        for (k, p), pk in zip(group, prob):
+        for (k, p), pk in zip(members, probs):
             t0 = time.perf_counter()
             dets = engine.boxes(pk, p.img.shape[:2], p.kwargs)
             timings = {
@@ -178,7 +180,7 @@ def run_jobs(engine: Engine, jobs: list[Job], observe: Callable[[int], Any]) -> 
                 "queue_ms": (started - jobs[k].queued_at) * 1e3 - (0.0 if jobs[k].prepared else p.decode_ms),
                 "inference_ms": (network - started) * 1e3,
                 "postprocess_ms": (time.perf_counter() - t0) * 1e3,
-                "batch": float(len(group)),
+                "batch": float(len(members)),
             }
             answers[k] = (p.img, dets, timings)
     return answers

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..batching import forward_group, plan_batches, runtime_pads
 from ..detector import Detection, Detector
 from ..imageio import load_image
 from ..postprocess import boxes_from_prob
@@ -65,6 +66,14 @@ class Engine:
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         return self.detector._forward(batch)
+
+    def buckets(self, inputs: list[np.ndarray]) -> list[list[int]]:
+        """Indices of ``inputs`` that share a forward pass (all of them may: the batcher sized the batch)."""
+        return plan_batches([x.shape[-2:] for x in inputs], max(1, len(inputs)), runtime_pads(self.detector))
+
+    def forward_group(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Each input's probability map from one pass over one bucket of :meth:`buckets`."""
+        return forward_group(self.detector, inputs)
 
     def boxes(self, prob: np.ndarray, shape: tuple[int, int], kwargs: dict[str, Any]) -> list[Detection]:
         polys, scores = boxes_from_prob(prob, shape, **kwargs)

@@ -60,7 +60,7 @@ class ServeBatcher:
         return answer
 
     def _run(self, jobs: list[Job]) -> list[Any]:
-        """Same-shape images share a forward pass, as in the in-process batcher."""
+        """The batch runs in forward passes as in the in-process batcher (:func:`run_jobs`)."""
         return run_jobs(self.engine, jobs, self.metrics.batch_size.observe)
 
 
