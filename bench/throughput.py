@@ -5,8 +5,8 @@
 
 Each measurement runs in its own subprocess (a fair max RSS for each) and
 excludes model loading (one warm-up image first). The images are cut into
-chunks and the in-process variants take turns on each chunk, so background
-load hits them alike:
+chunks and the in-process variants take turns on each chunk (in reverse order
+every other chunk), so background load hits them alike:
 
 - loop:      ``for p in paths: dbdetect.detect(p)`` (torch's default threads)
 - pipeline:  what ``dbdetect detect`` runs by default: :func:`dbdetect.pipeline.detect_stream` choosing
@@ -205,7 +205,7 @@ def _spawn(variant: str, paths: list[str], args) -> dict:
     return json.loads(lines[-1][7:])
 
 
-def _print_local(totals: dict, ratios: list, args, n: int) -> None:
+def _print_local(totals: dict, chunks: list[dict], args, n: int) -> None:
     ips = {v: t["images"] / t["seconds"] for v, t in totals.items()}
     print(f"\n{n} images, {args.chunk} per turn, pipeline workers={args.workers}, batch={args.batch_size}")
     print(f"{'variant':10s} {'img/s':>7s} {'ms/img':>7s} {'vs bound':>8s} {'max RSS MB':>10s}")
@@ -213,7 +213,8 @@ def _print_local(totals: dict, ratios: list, args, n: int) -> None:
         rss = "-" if t["max_rss_mb"] != t["max_rss_mb"] else f"{t['max_rss_mb']:.0f}"
         print(f"{v:10s} {ips[v]:7.2f} {1000 / ips[v]:7.1f} {ips[v] / ips['bound']:8.3f} {rss:>10s}")
     print(
-        f"pipeline / bound: {ips['pipeline'] / ips['bound']:.3f} (median of chunks {statistics.median(ratios):.3f}); "
+        f"pipeline / bound: {ips['pipeline'] / ips['bound']:.3f} "
+        f"(median of chunks {statistics.median(c['pipeline'] / c['bound'] for c in chunks):.3f}); "
         f"pipeline / loop: {ips['pipeline'] / ips['loop']:.3f}; pipeline / bound-2s: "
         f"{ips['pipeline'] / ips['bound-2s']:.3f}; pipe-1s / bound: {ips['pipe-1s'] / ips['bound']:.3f}; "
         f"RSS pipeline - loop: {totals['pipeline']['max_rss_mb'] - totals['loop']['max_rss_mb']:+.0f} MB"
@@ -222,6 +223,14 @@ def _print_local(totals: dict, ratios: list, args, n: int) -> None:
     print(
         f"default pipeline / loop: {ips['pipeline'] / ips['loop']:.3f} (goal >= 1.0); "
         f"default pipeline / best of its variants ({best}): {ips['pipeline'] / ips[best]:.3f} (goal >= 0.95)"
+    )
+    # Neighbours in time, chunk by chunk: a drift in the machine's speed cancels.
+    vs_loop = sorted(c["pipeline"] / c["loop"] for c in chunks)
+    vs_best = sorted(c["pipeline"] / max(c[v] for v in PLANS) for c in chunks)
+    print(
+        f"chunk by chunk ({len(chunks)} chunks): default / loop median {statistics.median(vs_loop):.3f} "
+        f"(range {vs_loop[0]:.3f}-{vs_loop[-1]:.3f}); default / best plan of the chunk median "
+        f"{statistics.median(vs_best):.3f} (range {vs_best[0]:.3f}-{vs_best[-1]:.3f})"
     )
 
 
@@ -246,19 +255,20 @@ def main() -> None:
     paths = sorted(map(str, args.data.glob("*.jpg")), key=lambda p: int(Path(p).stem.split("_")[-1]))
     paths = paths[: args.limit] if args.limit else paths
     totals = {v: {"images": 0, "seconds": 0.0, "max_rss_mb": 0.0} for v in LOCAL}
-    ratios = []  # pipeline / bound per chunk
+    chunks = []  # images per second of each variant, chunk by chunk
     for start in range(0, 0 if args.no_local else len(paths), args.chunk):
         chunk = paths[start : start + args.chunk]
-        got = {v: _spawn(v, chunk, args) for v in LOCAL}
+        # reversed every other chunk: no variant always runs first or right after another
+        order = LOCAL if (start // args.chunk) % 2 == 0 else LOCAL[::-1]
+        got = {v: _spawn(v, chunk, args) for v in order}
         for v, r in got.items():
             t = totals[v]
             t["images"] += r["images"]
             t["seconds"] += r["seconds"]
             t["max_rss_mb"] = max(t["max_rss_mb"], r["max_rss_mb"])
-        ratios.append(got["bound"]["seconds"] / got["pipeline"]["seconds"])
+        chunks.append({v: r["images"] / r["seconds"] for v, r in got.items()})
         print(
-            f"chunk {start // args.chunk}: "
-            + ", ".join(f"{v} {got[v]['images'] / got[v]['seconds']:.2f} img/s" for v in LOCAL),
+            f"chunk {start // args.chunk}: " + ", ".join(f"{v} {chunks[-1][v]:.2f} img/s" for v in LOCAL),
             flush=True,
         )
     if not args.no_ray:
@@ -268,7 +278,7 @@ def main() -> None:
     if args.no_local:
         totals = {v: t for v, t in totals.items() if v not in LOCAL}
     else:
-        _print_local(totals, ratios, args, len(paths))
+        _print_local(totals, chunks, args, len(paths))
     for actors in (1, 2):
         res = totals.get(f"ray-{actors}")
         if res is None:

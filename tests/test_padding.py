@@ -161,3 +161,24 @@ def test_detect_batch_runs_mixed_sizes_in_padded_passes(ic15, ppocr, monkeypatch
     assert calls and max(calls) >= 2
     for a, b in zip(single, batched):
         assert len(a) == len(b) and _matched(a, b) == len(a)
+
+
+def test_service_batch_of_mixed_sizes_answers_as_single_calls(ic15, ppocr):
+    pytest.importorskip("fastapi")
+    from dbdetect.serve.batcher import Job, run_jobs
+    from dbdetect.serve.engine import Engine
+
+    ppocr.limit_side_len = 736
+    names = ["img_108.jpg", "img_10.jpg", "img_125.jpg"]
+    sides = [736, 704, None]  # None: the detector's own
+    jobs = [
+        Job((ic15 / "test" / "images" / n).read_bytes(), {} if s is None else {"limit_side_len": s}, None)
+        for n, s in zip(names, sides)
+    ]
+    batches = []
+    answers = run_jobs(Engine(ppocr), jobs, batches.append)
+    assert max(batches) >= 2  # two shapes shared a pass
+    for n, s, (img, dets, timings) in zip(names, sides, answers):
+        assert timings["batch"] >= 1 and img.ndim == 3
+        single = Detector("ppocrv4", limit_side_len=s or 736)(ic15 / "test" / "images" / n)
+        assert len(dets) == len(single) and _matched(single, dets) == len(single)

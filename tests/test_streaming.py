@@ -253,6 +253,44 @@ def test_choose_plan_takes_the_highest_pixel_rate():
     assert choose_plan([a, b], probe) == b
 
 
+def test_choose_plan_keeps_the_first_plan_unless_another_is_clearly_faster():
+    from dbdetect.pipeline import MARGIN, Plan, _Probe, choose_plan
+
+    first, other = Plan(1, 0, 2), Plan(1, 1, 2)
+    for gain, want in ((0.5 * MARGIN, first), (2 * MARGIN, other)):
+        probe = _Probe()
+        probe.add(first, 1.0, 1000)
+        probe.add(other, 1.0, int(1000 * (1 + gain)))
+        assert choose_plan([first, other], probe) == want
+
+
+def test_probe_gives_a_far_slower_plan_one_pass_only(monkeypatch):
+    import time
+
+    import torch
+
+    import dbdetect.pipeline as pipeline
+
+    det = Detector("ppocrv4", limit_side_len=96, limit_type="max")
+    images = [np.full((64, 64, 3), 6 * k, np.uint8) for k in range(40)]
+    seen = []
+
+    def forward(batch):
+        streams = 2 if torch.get_num_threads() == 1 else 1
+        seen.append(streams)
+        time.sleep(0.06 if streams == 2 else 0.01)  # two streams: far slower
+        return np.zeros((batch.shape[0],) + batch.shape[2:], np.float32)
+
+    monkeypatch.setattr(det, "_forward", forward)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert len(list(pipeline.detect_stream(det, images, workers=0))) == len(images)
+    finally:
+        torch.set_num_threads(before)
+    assert seen.count(2) == 2  # one pass per stream, then no more images
+
+
 # ---------------------------------------------------------------- batches of mixed sizes
 
 

@@ -34,7 +34,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -48,6 +48,12 @@ log = logging.getLogger("dbdetect.pipeline")
 AUTO = "auto"
 # images per turn of a candidate plan; one untimed image goes first (the model's warm-up)
 PROBE_IMAGES = 3
+# a plan below this fraction of the leader's rate after its first pass takes no more probe images
+CUTOFF = 0.8
+# two leaders within this fraction of each other take a second turn each
+CLOSE = 0.9
+# how much faster in the probe another plan must be to replace the first (the loop's plan)
+MARGIN = 0.05
 
 
 @dataclass
@@ -212,37 +218,73 @@ def detect_stream(
     indexed = enumerate(images)
     threads_before = _torch_threads() if _torch_on_cpu(det) else None
     try:
+        best = plans[0]
         if len(plans) > 1:
-            probe = _Probe()
-            yield from _run(det, itertools.islice(indexed, 1), plans[0], batch_size, channel_order)  # warm-up
-            # Successive halving: every plan takes a turn, then the better half a second
-            # turn in reverse order (a drift in the machine's load hits both alike).
-            # Each turn of a losing plan costs its images; a second round of all would
-            # cost more than it tells.
-            finalists = plans
-            for r in range(2):
-                for plan in finalists if r == 0 else finalists[::-1]:
-                    part = itertools.islice(indexed, PROBE_IMAGES)
-                    yield from _run(det, part, plan, batch_size, channel_order, probe)
-                finalists = sorted(finalists, key=probe.rate, reverse=True)[: max(1, len(finalists) // 2)]
-            best = choose_plan(plans, probe, finalists)
-        else:
-            best = plans[0]
+            best = yield from _probe(det, indexed, plans, batch_size, channel_order)
         yield from _run(det, indexed, best, batch_size, channel_order)
     finally:
         if threads_before is not None:
             _set_torch_threads(threads_before)
 
 
+def _probe(
+    det: Any, indexed: Iterator, plans: list[Plan], batch_size: int, channel_order: str | None
+) -> Generator[Result, None, Plan]:
+    """Run the first images under the candidate plans in turns, yield their results, return the fastest plan.
+
+    The stream count is chosen first (decoding as ``plans[0]`` does), then the
+    decoding threads for that count, so a plan that loses on streams never
+    takes a turn with a worker too. A plan more than ``1 / CUTOFF`` slower than
+    the best so far after its first pass per stream takes no more images, and
+    a second turn (in reverse order, so that a drift in the machine's load hits
+    both alike) is given only to the two leaders when they lie within
+    ``CLOSE`` of each other: on a CPU where the plans tie, every image run
+    under a losing plan is lost to the choice.
+    """
+    probe = _Probe()
+    yield from _run(det, itertools.islice(indexed, 1), plans[0], batch_size, channel_order)  # warm-up
+    by_streams = [p for p in plans if p.workers == plans[0].workers]
+    for plan in by_streams:
+        yield from _turn(det, indexed, plan, batch_size, channel_order, probe)
+    streams = max(by_streams, key=probe.rate).streams
+    for plan in plans:
+        if plan.streams == streams and plan not in probe.seconds:
+            yield from _turn(det, indexed, plan, batch_size, channel_order, probe)
+    leaders = sorted(probe.seconds, key=probe.rate, reverse=True)[:2]
+    if len(leaders) == 2 and probe.rate(leaders[1]) >= CLOSE * probe.rate(leaders[0]):
+        for plan in leaders[::-1]:
+            yield from _run(det, itertools.islice(indexed, PROBE_IMAGES), plan, batch_size, channel_order, probe)
+    return choose_plan(plans, probe, leaders)
+
+
+def _turn(
+    det: Any, indexed: Iterator, plan: Plan, batch_size: int, channel_order: str | None, probe: _Probe
+) -> Iterator[Result]:
+    """One turn of ``plan`` in the probe: a pass per stream, then the rest of the turn unless it is far behind."""
+    lead = max((probe.rate(p) for p in probe.seconds), default=0.0)
+    first = min(plan.streams * batch_size, PROBE_IMAGES)
+    yield from _run(det, itertools.islice(indexed, first), plan, batch_size, channel_order, probe)
+    if probe.rate(plan) >= CUTOFF * lead and PROBE_IMAGES > first:
+        yield from _run(det, itertools.islice(indexed, PROBE_IMAGES - first), plan, batch_size, channel_order, probe)
+
+
 def choose_plan(plans: list[Plan], probe: _Probe, finalists: list[Plan] | None = None) -> Plan:
-    """The plan (of ``finalists``, default all) with the most network-input pixels per second in the probe."""
+    """The plan (of ``finalists``, default all) with the most network-input pixels per second in the probe.
+
+    ``plans[0]`` (one stream, the loop's own plan when it decodes inline) stays
+    unless another plan beat it by ``MARGIN``: plans that tie within the
+    probe's noise gain nothing by switching, and a switch on noise alone costs
+    a few percent half the time.
+    """
     best = max(finalists or plans, key=probe.rate)
+    if plans[0] in probe.seconds and probe.rate(best) < (1.0 + MARGIN) * probe.rate(plans[0]):
+        best = plans[0]
     log.info(
         "stream plan: %d stream(s) x %s torch thread(s), %d decoding worker(s); probe (Mpx/s): %s",
         best.streams,
         best.threads,
         best.workers,
-        ", ".join(f"{p.streams}s/{p.workers}w {probe.rate(p) / 1e6:.2f}" for p in plans),
+        ", ".join(f"{p.streams}s/{p.workers}w {probe.rate(p) / 1e6:.2f}" for p in plans if p in probe.seconds),
     )
     return best
 
