@@ -54,6 +54,13 @@ def test_calibrated_start_is_post_training_int8(images):
     assert (a - b).abs().mean() < 1e-3
     # and the fake-quantised float graph, which training runs, is as close to it
     assert ((fq > 0.25) == (b > 0.25)).float().mean() > 0.999
+    # its fp32 convolutions keep the post-training layout (channels-last: oneDNN's fast path)
+    layouts = {
+        n: m.weight.is_contiguous(memory_format=torch.channels_last)
+        for n, m in converted.named_modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and m.weight.shape[-1] > 1
+    }
+    assert layouts and all(layouts.values()), layouts
 
 
 def test_train_mode_gives_the_three_maps_and_gradients_reach_every_weight(images):
