@@ -84,3 +84,28 @@ def test_bad_names_and_files(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(models.dbnet, "weights_dir", lambda: empty)
     with pytest.raises(FileNotFoundError, match="installation is incomplete"):
         Detector("ppocrv4_ic15_int8")
+
+
+def test_fp32_weights_run_channels_last_whatever_the_file_stores(tmp_path):
+    from dbdetect.runtime import torchscript
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ConvTranspose2d(8, 1, 2, stride=2))
+    x = torch.rand(1, 3, 32, 32)
+    frozen = torchscript.to_torchscript(net, x)
+    path = tmp_path / "nchw.torchscript"
+    torch.jit.save(frozen, str(path), _extra_files={torchscript.EXTRA_CFG: '{"version": 1}'})
+
+    def weights(module):
+        return [
+            n.t("value")
+            for n in module.graph.findAllNodes("prim::Constant")
+            if n.hasAttribute("value") and n.kindOf("value") == "t" and n.t("value").dim() == 4
+        ]
+
+    assert not all(w.is_contiguous(memory_format=torch.channels_last) for w in weights(torch.jit.load(str(path))))
+    module, _ = torchscript.load(path)
+    assert len(weights(module)) == 2
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights(module))
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), net(x), atol=1e-5, rtol=1e-5)
+    assert torchscript.channels_last_constants(module) == 0  # nothing left to move

@@ -69,6 +69,8 @@ def forward_group(det: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     ``det`` is a :class:`dbdetect.Detector`; inputs of different shapes need a
     runtime that pads (its ``pads`` attribute).
     """
+    if len(inputs) == 1:  # a view: np.stack would copy the input (0.5 ms at side 960)
+        return [det._forward(inputs[0][None])[0]]
     if all(x.shape == inputs[0].shape for x in inputs):
         return list(det._forward(np.stack(inputs)))
     return [det._checked(p) for p in det.runtime.run_padded(list(inputs))]
