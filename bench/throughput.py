@@ -10,7 +10,10 @@ every other chunk), so background load hits them alike:
 
 - loop:      ``for p in paths: dbdetect.detect(p)`` (torch's default threads)
 - pipeline:  what ``dbdetect detect`` runs by default: :func:`dbdetect.pipeline.detect_stream` choosing
-             its plan (1 or 2 streams, 0 or 1 decoding workers) on the first images, plus a JSON line per image
+             its plan (1 or 2 streams, 0 or 1 decoding workers) on the first images, plus a JSON line per image.
+             The bench starts from an empty plan file (:mod:`dbdetect.plan_cache`), so the first chunk's
+             run probes and the later chunks' runs use what it chose, as repeated ``dbdetect detect`` runs
+             on one machine do; ``--no-plan-cache`` makes every chunk's run probe
 - pipe-1s:   the same with one stream of torch's default threads and ``--workers W`` (``--streams 1``)
 - pipe-2s:   2 streams of half the threads each and ``--workers W`` (``--streams 2``)
 - pipe-0w:   one stream, decoding inline (``--streams 1 --workers 0``): a loop with the JSON lines
@@ -39,6 +42,7 @@ from dbdetect.distributed import keep_on_loopback
 keep_on_loopback()  # Ray stays on 127.0.0.1 and probes no cloud metadata; before ray is imported
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -91,6 +95,17 @@ def _measure(variant: str, paths: list[str], workers: int, batch_size: int) -> d
         torch.set_num_threads(1)
     if streams != 1:
         single_malloc_arena()  # as dbdetect detect does before it may start two streams
+    plan_lines: list[str] = []
+    if variant == "pipeline":
+        import logging
+
+        class _Plans(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "stream plan" in record.getMessage():
+                    plan_lines.append(record.getMessage())
+
+        logging.getLogger("dbdetect.pipeline").addHandler(_Plans())
+        logging.getLogger("dbdetect.pipeline").setLevel(logging.INFO)
     if variant == "loop":
         dbdetect.detect(paths[0])  # loads and caches the default model
     else:
@@ -115,6 +130,7 @@ def _measure(variant: str, paths: list[str], workers: int, batch_size: int) -> d
         "images": len(paths),
         "seconds": dt,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "plan": " | ".join(plan_lines),
     }
 
 
@@ -245,6 +261,7 @@ def main() -> None:
     ap.add_argument("--no-local", action="store_true", help="only the Ray runs and their in-process twins")
     ap.add_argument("--ray-limit", type=int, help="images for the Ray runs (default: all)")
     ap.add_argument("--ray-rounds", type=int, default=3, help="Ray vs in-process rounds, on disjoint images")
+    ap.add_argument("--no-plan-cache", action="store_true", help="the default pipeline probes in every chunk")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--paths-file", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -252,6 +269,8 @@ def main() -> None:
         args.variant = args.child
         return _child(args)
 
+    plan_dir = tempfile.TemporaryDirectory()  # an empty plan file for this run; the children inherit it
+    os.environ["DBDETECT_PLAN_CACHE"] = "off" if args.no_plan_cache else str(Path(plan_dir.name) / "plans.json")
     paths = sorted(map(str, args.data.glob("*.jpg")), key=lambda p: int(Path(p).stem.split("_")[-1]))
     paths = paths[: args.limit] if args.limit else paths
     totals = {v: {"images": 0, "seconds": 0.0, "max_rss_mb": 0.0} for v in LOCAL}
@@ -271,6 +290,7 @@ def main() -> None:
             f"chunk {start // args.chunk}: " + ", ".join(f"{v} {chunks[-1][v]:.2f} img/s" for v in LOCAL),
             flush=True,
         )
+        print(f"  default pipeline's {got['pipeline']['plan'].removeprefix('stream plan: ')}", flush=True)
     if not args.no_ray:
         ray_paths = paths[: args.ray_limit or len(paths)]
         for actors in (1, 2):

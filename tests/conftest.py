@@ -41,3 +41,9 @@ def tiny_set(ic15, tmp_path_factory):
         shutil.copy(ic15 / "train" / "images" / f"img_{i}.jpg", d / "images")
         shutil.copy(ic15 / "train" / "gts" / f"gt_img_{i}.txt", d / "gts")
     return d
+
+
+@pytest.fixture(autouse=True)
+def _own_plan_cache(tmp_path_factory, monkeypatch):
+    """Each test measures its own stream plans: one test's forged timings must not choose another's plan."""
+    monkeypatch.setenv("DBDETECT_PLAN_CACHE", str(tmp_path_factory.mktemp("plans") / "plans.json"))

@@ -29,7 +29,14 @@ FLOORS = [
     ("deploy", ["dbdetect.deploy"]),
     (
         "detector",
-        ["dbdetect.detector", "dbdetect.pipeline", "dbdetect.batching", "dbdetect.visualize", "dbdetect.crops"],
+        [
+            "dbdetect.detector",
+            "dbdetect.pipeline",
+            "dbdetect.plan_cache",
+            "dbdetect.batching",
+            "dbdetect.visualize",
+            "dbdetect.crops",
+        ],
     ),
     ("runtime", ["dbdetect.runtime"]),
     (

@@ -312,3 +312,147 @@ def test_precision_is_checked():
     assert Detector("ppocrv4", limit_side_len=64).precision == "fp32"  # auto on a CPU
     with pytest.raises(ValueError, match="precision must be one of"):
         Detector("ppocrv4", precision="int4")
+
+
+# ---------------------------------------------------------------- remembered plans
+
+
+def _timed_forward(det, monkeypatch, slow_streams, seen):
+    import time
+
+    import torch
+
+    def forward(batch):
+        streams = 2 if torch.get_num_threads() == 1 else 1
+        seen.append(streams)
+        time.sleep(0.03 if streams == slow_streams else 0.005)
+        return np.zeros((batch.shape[0],) + batch.shape[2:], np.float32)
+
+    monkeypatch.setattr(det, "_forward", forward)
+
+
+def _run_two_threads(det, images, **kw):
+    import torch
+
+    import dbdetect.pipeline as pipeline
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        return list(pipeline.detect_stream(det, images, **kw))
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_finished_probe_is_remembered_and_the_next_stream_skips_it(monkeypatch, tmp_path):
+    import json
+
+    from dbdetect import plan_cache
+
+    path = tmp_path / "plans.json"
+    monkeypatch.setenv("DBDETECT_PLAN_CACHE", str(path))
+    det = Detector("ppocrv4", limit_side_len=96, limit_type="max")
+    images = [np.full((64, 64, 3), 5 * k, np.uint8) for k in range(20)]
+    seen: list = []
+    _timed_forward(det, monkeypatch, 1, seen)  # one stream is the slow plan here
+    assert len(_run_two_threads(det, images, workers=0)) == 20
+    assert 2 in seen and 1 in seen  # both plans measured
+    (entry,) = json.loads(path.read_text())["plans"].values()
+    assert entry["plan"] == [2, 0, 1] and set(entry["rates_mpx_s"]) == {"1s/0w", "2s/0w"}
+
+    seen.clear()
+    assert len(_run_two_threads(det, images, workers=0)) == 20
+    assert seen == [2] * 20  # no probe: every pass under the remembered plan
+
+    # another input size is another model to the plan: measured anew
+    small = Detector("ppocrv4", limit_side_len=64, limit_type="max")
+    _timed_forward(small, monkeypatch, 1, seen)
+    seen.clear()
+    _run_two_threads(small, images, workers=0)
+    assert 1 in seen and len(json.loads(path.read_text())["plans"]) == 2
+
+    # an old entry is measured again
+    data = json.loads(path.read_text())
+    for e in data["plans"].values():
+        e["measured"] -= plan_cache.MAX_AGE_S + 1
+    path.write_text(json.dumps(data))
+    seen.clear()
+    _run_two_threads(det, images, workers=0)
+    assert 1 in seen
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"version": 1, "plans": []}', "[1, 2]", ""])
+def test_a_damaged_plan_file_means_a_probe_not_an_error(monkeypatch, tmp_path, content):
+    path = tmp_path / "plans.json"
+    path.write_text(content)
+    monkeypatch.setenv("DBDETECT_PLAN_CACHE", str(path))
+    det = Detector("ppocrv4", limit_side_len=96, limit_type="max")
+    seen: list = []
+    _timed_forward(det, monkeypatch, 2, seen)
+    assert len(_run_two_threads(det, [np.zeros((64, 64, 3), np.uint8)] * 12, workers=0)) == 12
+    assert 2 in seen  # probed
+    assert '"plans"' in path.read_text()  # and rewritten
+
+
+def test_plan_cache_off_and_unwritable(monkeypatch, tmp_path):
+    from dbdetect import plan_cache
+
+    det = Detector("ppocrv4", limit_side_len=96, limit_type="max")
+    images = [np.zeros((64, 64, 3), np.uint8)] * 12
+    seen: list = []
+    _timed_forward(det, monkeypatch, 2, seen)
+    monkeypatch.setenv("DBDETECT_PLAN_CACHE", "off")
+    assert plan_cache.cache_path() is None
+    for _ in range(2):
+        seen.clear()
+        _run_two_threads(det, images, workers=0)
+        assert 2 in seen  # probed each time
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("DBDETECT_PLAN_CACHE", str(blocker / "plans.json"))  # its folder is a file
+    assert len(_run_two_threads(det, images, workers=0)) == 12
+
+
+def test_a_stream_shorter_than_the_probe_is_not_remembered(monkeypatch, tmp_path):
+    path = tmp_path / "plans.json"
+    monkeypatch.setenv("DBDETECT_PLAN_CACHE", str(path))
+    det = Detector("ppocrv4", limit_side_len=96, limit_type="max")
+    _timed_forward(det, monkeypatch, 2, [])
+    assert len(_run_two_threads(det, [np.zeros((64, 64, 3), np.uint8)] * 3, workers=0)) == 3
+    assert not path.exists()
+
+
+def test_tied_plans_take_no_second_turn(monkeypatch):
+    import torch
+
+    import dbdetect.pipeline as pipeline
+    from dbdetect.pipeline import Plan
+
+    if torch.get_num_threads() != 2:
+        monkeypatch.setattr(pipeline, "_torch_threads", lambda: 2)
+
+    det = Detector("ppocrv4", limit_side_len=96, limit_type="max")
+    monkeypatch.setattr(det, "_forward", lambda b: np.zeros((b.shape[0],) + b.shape[2:], np.float32))
+    runs: list = []
+    real = pipeline._run
+
+    def run(det, indexed, plan, *a, **kw):
+        runs.append(plan)
+        yield from real(det, indexed, plan, *a, **kw)
+
+    monkeypatch.setattr(pipeline, "_run", run)
+    images = [np.zeros((64, 64, 3), np.uint8)] * 30
+    # rates forged: the worker plan ties with the first (within MARGIN), or leads it clearly
+    for gain, second_turn in ((0.5 * pipeline.MARGIN, False), (0.5 * (1 / pipeline.CLOSE - 1 + pipeline.MARGIN), True)):
+        runs.clear()
+
+        def rate(self, plan, gain=gain):
+            return 1.0 + (gain if plan.workers == 1 else 0.0)
+
+        monkeypatch.setattr(pipeline._Probe, "rate", rate)
+        monkeypatch.setenv("DBDETECT_PLAN_CACHE", "off")
+        assert len(list(pipeline.detect_stream(det, images, streams=1))) == 30
+        # warm-up, then each plan's turn (a first pass and the rest), the rest of the stream last
+        probe_runs = runs[:-1]
+        assert len(probe_runs) == (7 if second_turn else 5), probe_runs
+        assert probe_runs[-2:] == ([Plan(1, 1, 2), Plan(1, 0, 2)] if second_turn else [Plan(1, 1, 2)] * 2)

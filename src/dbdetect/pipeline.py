@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import plan_cache
 from .batching import forward_all
 from .memory import single_malloc_arena
 
@@ -50,7 +51,7 @@ AUTO = "auto"
 PROBE_IMAGES = 3
 # a plan below this fraction of the leader's rate after its first pass takes no more probe images
 CUTOFF = 0.8
-# two leaders within this fraction of each other take a second turn each
+# a plan ahead of the first by more than MARGIN but less than 1 / CLOSE takes a second turn with it
 CLOSE = 0.9
 # how much faster in the probe another plan must be to replace the first (the loop's plan)
 MARGIN = 0.05
@@ -139,10 +140,12 @@ class _Probe:
 
     seconds: dict = field(default_factory=dict)
     pixels: dict = field(default_factory=dict)
+    images: dict = field(default_factory=dict)
 
-    def add(self, plan: Plan, seconds: float, pixels: int) -> None:
+    def add(self, plan: Plan, seconds: float, pixels: int, images: int = 1) -> None:
         self.seconds[plan] = self.seconds.get(plan, 0.0) + seconds
         self.pixels[plan] = self.pixels.get(plan, 0) + pixels
+        self.images[plan] = self.images.get(plan, 0) + images
 
     def rate(self, plan: Plan) -> float:
         return self.pixels.get(plan, 0) / max(self.seconds.get(plan, 0.0), 1e-9)
@@ -220,7 +223,9 @@ def detect_stream(
     try:
         best = plans[0]
         if len(plans) > 1:
-            best = yield from _probe(det, indexed, plans, batch_size, channel_order)
+            key = plan_cache.plan_key(det, batch_size, threads_before or 1, plans)
+            remembered = plan_cache.recall(key, plans)
+            best = remembered or (yield from _probe(det, indexed, plans, batch_size, channel_order, key))
         yield from _run(det, indexed, best, batch_size, channel_order)
     finally:
         if threads_before is not None:
@@ -228,18 +233,20 @@ def detect_stream(
 
 
 def _probe(
-    det: Any, indexed: Iterator, plans: list[Plan], batch_size: int, channel_order: str | None
+    det: Any, indexed: Iterator, plans: list[Plan], batch_size: int, channel_order: str | None, key: str
 ) -> Generator[Result, None, Plan]:
     """Run the first images under the candidate plans in turns, yield their results, return the fastest plan.
 
     The stream count is chosen first (decoding as ``plans[0]`` does), then the
     decoding threads for that count, so a plan that loses on streams never
     takes a turn with a worker too. A plan more than ``1 / CUTOFF`` slower than
-    the best so far after its first pass per stream takes no more images, and
-    a second turn (in reverse order, so that a drift in the machine's load hits
-    both alike) is given only to the two leaders when they lie within
-    ``CLOSE`` of each other: on a CPU where the plans tie, every image run
-    under a losing plan is lost to the choice.
+    the best so far after its first pass per stream takes no more images. A
+    plan that beat ``plans[0]`` (the loop's own plan) by more than ``MARGIN``
+    but by less than ``1 / CLOSE`` takes a second turn with ``plans[0]`` (in
+    reverse order, so that a drift in the machine's load hits both alike)
+    before it replaces it: on a CPU where the plans tie, every image run under
+    a losing plan is lost to the choice. A probe that ran to its end is kept
+    for the next stream (:mod:`dbdetect.plan_cache`).
     """
     probe = _Probe()
     yield from _run(det, itertools.islice(indexed, 1), plans[0], batch_size, channel_order)  # warm-up
@@ -250,11 +257,19 @@ def _probe(
     for plan in plans:
         if plan.streams == streams and plan not in probe.seconds:
             yield from _turn(det, indexed, plan, batch_size, channel_order, probe)
-    leaders = sorted(probe.seconds, key=probe.rate, reverse=True)[:2]
-    if len(leaders) == 2 and probe.rate(leaders[1]) >= CLOSE * probe.rate(leaders[0]):
-        for plan in leaders[::-1]:
+    leader = max(probe.seconds, key=probe.rate)
+    first = probe.rate(plans[0])
+    if leader != plans[0] and (1.0 + MARGIN) * first <= probe.rate(leader) < first / CLOSE:
+        for plan in (leader, plans[0]):
             yield from _run(det, itertools.islice(indexed, PROBE_IMAGES), plan, batch_size, channel_order, probe)
-    return choose_plan(plans, probe, leaders)
+    best = choose_plan(plans, probe)
+    if all(probe.images[p] >= min(p.streams * batch_size, PROBE_IMAGES) for p in probe.seconds):
+        plan_cache.remember(key, best, {_name(p): round(probe.rate(p) / 1e6, 3) for p in probe.seconds})
+    return best
+
+
+def _name(plan: Plan) -> str:
+    return f"{plan.streams}s/{plan.workers}w"
 
 
 def _turn(
@@ -284,7 +299,7 @@ def choose_plan(plans: list[Plan], probe: _Probe, finalists: list[Plan] | None =
         best.streams,
         best.threads,
         best.workers,
-        ", ".join(f"{p.streams}s/{p.workers}w {probe.rate(p) / 1e6:.2f}" for p in plans if p in probe.seconds),
+        ", ".join(f"{_name(p)} {probe.rate(p) / 1e6:.2f}" for p in plans if p in probe.seconds),
     )
     return best
 
@@ -301,12 +316,13 @@ def _run(
     """Run ``(index, image)`` pairs under one plan; with ``probe``, add the time and pixels it took."""
     if plan.threads is not None:
         _set_torch_threads(plan.threads)  # before the stream threads start: a new thread takes the setting
-    pixels = [0]
+    pixels = [0, 0]  # network-input pixels, images
 
     def prepare(item):
         img = det._load(item[1], channel_order)
         x = det._prepare(img)
         pixels[0] += int(x.shape[-1] * x.shape[-2])
+        pixels[1] += 1
         return img.shape[:2], x
 
     def run(window):
@@ -320,7 +336,7 @@ def _run(
             raise err  # a model failure (NaN output), not a bad image: stop as the single call would
         yield from results
     if probe is not None:
-        probe.add(plan, time.perf_counter() - t0, pixels[0])
+        probe.add(plan, time.perf_counter() - t0, pixels[0], pixels[1])
 
 
 def _windows(prepared: Iterator, size: int) -> Iterator[list]:
