@@ -288,7 +288,8 @@ def test_probe_gives_a_far_slower_plan_one_pass_only(monkeypatch):
         assert len(list(pipeline.detect_stream(det, images, workers=0))) == len(images)
     finally:
         torch.set_num_threads(before)
-    assert seen.count(2) == 2  # one pass per stream, then no more images
+    # an untimed pass per stream (kernels for the new thread count), a timed one, then no more images
+    assert seen.count(2) == 4
 
 
 # ---------------------------------------------------------------- batches of mixed sizes
@@ -456,3 +457,43 @@ def test_tied_plans_take_no_second_turn(monkeypatch):
         probe_runs = runs[:-1]
         assert len(probe_runs) == (7 if second_turn else 5), probe_runs
         assert probe_runs[-2:] == ([Plan(1, 1, 2), Plan(1, 0, 2)] if second_turn else [Plan(1, 1, 2)] * 2)
+
+
+def test_a_plan_is_timed_after_its_cold_first_pass(monkeypatch, caplog):
+    import logging
+    import time
+
+    import torch
+
+    import dbdetect.pipeline as pipeline
+
+    det = Detector("ppocrv4", limit_side_len=96, limit_type="max")
+    cold = [2]  # the first pass of each stream at one thread builds its kernels: slow
+
+    def forward(batch):
+        if torch.get_num_threads() == 1:
+            if cold[0]:
+                cold[0] -= 1
+                time.sleep(0.3)
+            else:
+                time.sleep(0.005)
+        else:
+            time.sleep(0.03)
+        return np.zeros((batch.shape[0],) + batch.shape[2:], np.float32)
+
+    monkeypatch.setattr(det, "_forward", forward)
+    monkeypatch.setenv("DBDETECT_PLAN_CACHE", "off")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with caplog.at_level(logging.INFO, logger="dbdetect.pipeline"):
+            got = list(pipeline.detect_stream(det, [np.zeros((64, 64, 3), np.uint8)] * 24, workers=0))
+        assert len(got) == 24
+        assert (
+            pipeline._turn_size(pipeline.Plan(2, 0, 1), 1) == 4 and pipeline._turn_size(pipeline.Plan(1, 0, 2), 1) == 3
+        )
+    finally:
+        torch.set_num_threads(before)
+    assert cold == [0]
+    (line,) = [r.getMessage() for r in caplog.records if "stream plan" in r.getMessage()]
+    assert line.startswith("stream plan: 2 stream(s)"), line  # warm, two streams win

@@ -250,20 +250,22 @@ def _probe(
     """
     probe = _Probe()
     yield from _run(det, itertools.islice(indexed, 1), plans[0], batch_size, channel_order)  # warm-up
+    warm = {plans[0].threads}
     by_streams = [p for p in plans if p.workers == plans[0].workers]
     for plan in by_streams:
-        yield from _turn(det, indexed, plan, batch_size, channel_order, probe)
+        yield from _turn(det, indexed, plan, batch_size, channel_order, probe, warm)
     streams = max(by_streams, key=probe.rate).streams
     for plan in plans:
         if plan.streams == streams and plan not in probe.seconds:
-            yield from _turn(det, indexed, plan, batch_size, channel_order, probe)
+            yield from _turn(det, indexed, plan, batch_size, channel_order, probe, warm)
     leader = max(probe.seconds, key=probe.rate)
     first = probe.rate(plans[0])
     if leader != plans[0] and (1.0 + MARGIN) * first <= probe.rate(leader) < first / CLOSE:
         for plan in (leader, plans[0]):
-            yield from _run(det, itertools.islice(indexed, PROBE_IMAGES), plan, batch_size, channel_order, probe)
+            n = _turn_size(plan, batch_size)
+            yield from _run(det, itertools.islice(indexed, n), plan, batch_size, channel_order, probe)
     best = choose_plan(plans, probe)
-    if all(probe.images[p] >= min(p.streams * batch_size, PROBE_IMAGES) for p in probe.seconds):
+    if all(probe.images[p] >= p.streams * batch_size for p in probe.seconds):
         plan_cache.remember(key, best, {_name(p): round(probe.rate(p) / 1e6, 3) for p in probe.seconds})
     return best
 
@@ -273,14 +275,31 @@ def _name(plan: Plan) -> str:
 
 
 def _turn(
-    det: Any, indexed: Iterator, plan: Plan, batch_size: int, channel_order: str | None, probe: _Probe
+    det: Any, indexed: Iterator, plan: Plan, batch_size: int, channel_order: str | None, probe: _Probe, warm: set
 ) -> Iterator[Result]:
-    """One turn of ``plan`` in the probe: a pass per stream, then the rest of the turn unless it is far behind."""
+    """One turn of ``plan`` in the probe: a pass per stream, then the rest of the turn unless it is far behind.
+
+    At a torch thread count not run before, a pass per stream goes first, untimed:
+    oneDNN builds its kernels per thread count, and that first pass took 2.7x a
+    warm one (two streams of one thread on a 2-core EPYC), enough to rule out a
+    plan that wins once warm. A turn is a whole number of passes per stream, so
+    no stream idles while another finishes the turn.
+    """
+    one_pass = plan.streams * batch_size
+    if plan.threads not in warm:
+        warm.add(plan.threads)
+        yield from _run(det, itertools.islice(indexed, one_pass), plan, batch_size, channel_order)
     lead = max((probe.rate(p) for p in probe.seconds), default=0.0)
-    first = min(plan.streams * batch_size, PROBE_IMAGES)
-    yield from _run(det, itertools.islice(indexed, first), plan, batch_size, channel_order, probe)
-    if probe.rate(plan) >= CUTOFF * lead and PROBE_IMAGES > first:
-        yield from _run(det, itertools.islice(indexed, PROBE_IMAGES - first), plan, batch_size, channel_order, probe)
+    yield from _run(det, itertools.islice(indexed, one_pass), plan, batch_size, channel_order, probe)
+    rest = _turn_size(plan, batch_size) - one_pass
+    if probe.rate(plan) >= CUTOFF * lead and rest > 0:
+        yield from _run(det, itertools.islice(indexed, rest), plan, batch_size, channel_order, probe)
+
+
+def _turn_size(plan: Plan, batch_size: int) -> int:
+    """Images in a turn: at least PROBE_IMAGES, in whole passes of every stream."""
+    one_pass = plan.streams * batch_size
+    return one_pass * -(-PROBE_IMAGES // one_pass)
 
 
 def choose_plan(plans: list[Plan], probe: _Probe, finalists: list[Plan] | None = None) -> Plan:
