@@ -9,6 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def cache_root() -> Path:
+    """Where dbdetect keeps what it built or measured here: ``$DBDETECT_CACHE``, else ``~/.cache/dbdetect``."""
+    root = os.environ.get("DBDETECT_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "dbdetect"
+
+
 def check_out(path: Path, overwrite: bool) -> None:
     """Refuse an output path that exists (unless ``overwrite``) or is a folder."""
     if path.exists() and not overwrite:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_file
+from .files import atomic_file, cache_root
 
 __all__ = ["MAX_AGE_S", "cache_path", "plan_key", "recall", "remember"]
 
@@ -38,8 +38,7 @@ def cache_path() -> Path | None:
     explicit = os.environ.get("DBDETECT_PLAN_CACHE")
     if explicit is not None:
         return None if explicit.strip().lower() in ("", "0", "off", "false", "no") else Path(explicit)
-    root = os.environ.get("DBDETECT_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "dbdetect") / "plans.json"
+    return cache_root() / "plans.json"
 
 
 def _cpu() -> str:

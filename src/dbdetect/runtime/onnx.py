@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..files import atomic_file, check_out
+from ..files import atomic_file, cache_root, check_out
 from .metadata import INSTALL_HINT, META_KEY, cfg_from_json, cfg_to_json, with_defaults
 
 if TYPE_CHECKING:
@@ -268,8 +268,7 @@ class OnnxSession:
 
 def cache_dir() -> Path:
     """Where on-the-fly exports go: ``$DBDETECT_CACHE/onnx``, else ``~/.cache/dbdetect/onnx``."""
-    root = os.environ.get("DBDETECT_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "dbdetect") / "onnx"
+    return cache_root() / "onnx"
 
 
 def weights_hash(module: torch.nn.Module) -> str:
